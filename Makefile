@@ -1,0 +1,45 @@
+# The front door: `make run` and `make test` work on a fresh machine with Python >= 3.12.
+VENV := .venv
+BIN := $(VENV)/bin
+
+# A Python >= 3.12: python3.13, python3.12 or python3 from PATH, else the newest pyenv has.
+# Each candidate is run, not just found: a pyenv shim exists even when it cannot run.
+PYTHON ?= $(shell for p in python3.13 python3.12 python3; do \
+	  $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null && { command -v $$p; exit; }; \
+	done; \
+	v=$$(pyenv versions --bare 2>/dev/null | grep -E '^3\.(1[2-9])(\.[0-9]+)?$$' | sort -V | tail -n 1); \
+	[ -n "$$v" ] && PYENV_VERSION=$$v pyenv which python 2>/dev/null)
+
+.PHONY: run test bench lint format migrate clean
+
+$(BIN)/python:
+	@test -n "$(PYTHON)" || { echo "No Python >= 3.12 found: install one or pass PYTHON=/path/to/python3.12"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+migrate: $(VENV)/.installed
+	$(BIN)/python manage.py migrate --noinput
+
+# Web (127.0.0.1:8000), worker, beat and Flower (127.0.0.1:5555), logs interleaved.
+# Without REDIS_URL a private Redis-compatible server is started on a free port and stopped on exit.
+run: migrate
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m project.localredis -- $(BIN)/honcho start -f Procfile
+
+# Every test, with a private Redis unless REDIS_URL is given. Extra pytest flags: make test ARGS="-k x".
+test: $(VENV)/.installed
+	$(BIN)/python -m project.localredis -- $(BIN)/python -m pytest $(ARGS)
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(VENV)/.installed
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) var/db.sqlite3* var/media var/celerybeat-schedule*

@@ -1,0 +1,242 @@
+"""The JSON API under /api/ (OpenAPI document at /api/openapi.json).
+
+Session authentication with Django's CSRF rules: GET /api/csrf sets the `csrftoken` cookie and
+every unsafe request sends it back as `X-CSRFToken`. Errors are JSON: {"detail": ..., "errors":
+{field: [messages]}} with a 4xx status.
+"""
+
+import logging
+from datetime import datetime
+from typing import Annotated
+
+from django.contrib.auth import authenticate, login, logout
+from django.http import HttpRequest
+from django.middleware.csrf import get_token
+from django.shortcuts import get_object_or_404
+from ninja import File, Form, NinjaAPI, Path, Schema
+from ninja.errors import HttpError, ValidationError
+from ninja.files import UploadedFile
+from ninja.security import django_auth
+from ninja.utils import check_csrf
+from pydantic import Field
+
+from workers.models import Effect
+
+from . import forms, services
+from .models import Document
+from .selectors import profile_of
+
+logger = logging.getLogger(__name__)
+
+api = NinjaAPI(
+    title="Signal offload API",
+    version="1.0",
+    urls_namespace="api",
+    openapi_url="/openapi.json",
+    docs_url="/docs",
+)
+
+DocumentId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+
+
+class Error(Schema):
+    detail: str
+    errors: dict[str, list[str]] = {}
+
+
+class SignUpIn(Schema):
+    username: str = Field(max_length=150)
+    email: str = Field(max_length=254)
+    password: str = Field(max_length=4096)
+
+
+class Credentials(Schema):
+    username: str = Field(max_length=150)
+    password: str = Field(max_length=4096)
+
+
+class UserOut(Schema):
+    id: int
+    username: str
+    email: str
+
+
+class ProfileOut(Schema):
+    document_count: int
+    storage_bytes: int
+    login_count: int
+    last_login_at: datetime | None
+    last_login_ip: str | None
+
+
+class MeOut(UserOut):
+    profile: ProfileOut
+
+
+class DocumentOut(Schema):
+    id: int
+    title: str
+    size: int
+    file: str
+    url: str
+
+    @staticmethod
+    def resolve_file(document: Document) -> str:
+        return document.file.name
+
+    @staticmethod
+    def resolve_url(document: Document) -> str:
+        return document.file.url
+
+
+class ShareIn(Schema):
+    email: str = Field(max_length=254)
+
+
+class Accepted(Schema):
+    detail: str
+
+
+class EffectOut(Schema):
+    id: int
+    task: str
+    status: str
+    attempts: int
+    created_at: datetime
+    finished_at: datetime | None
+
+
+def invalid(form, status: int = 400) -> tuple[int, dict]:
+    errors = {
+        field: [e["message"] for e in errs] for field, errs in form.errors.get_json_data().items()
+    }
+    return status, {"detail": "Invalid input.", "errors": errors}
+
+
+def require_csrf(request: HttpRequest) -> None:
+    """CSRF for the endpoints open to anonymous users (sign-up, sign-in)."""
+    if check_csrf(request):
+        raise HttpError(
+            403, "CSRF token missing or incorrect: GET /api/csrf, then send X-CSRFToken."
+        )
+
+
+@api.exception_handler(ValidationError)
+def validation_error(request, exc: ValidationError):
+    errors: dict[str, list[str]] = {}
+    for error in exc.errors:
+        names = [str(part) for part in error.get("loc", ()) if isinstance(part, str)]
+        field = names[-1] if names and names[-1] not in ("body", "payload") else "body"
+        errors.setdefault(field, []).append(error.get("msg", "Invalid value."))
+    return api.create_response(request, {"detail": "Invalid input.", "errors": errors}, status=400)
+
+
+@api.exception_handler(Exception)
+def unexpected_error(request, exc: Exception):
+    # Never a traceback to the client, whatever DEBUG says; the log has the details.
+    logger.exception("unhandled error on %s %s", request.method, request.path)
+    return api.create_response(request, {"detail": "Internal error."}, status=500)
+
+
+@api.get("/csrf", response={200: dict}, summary="Set the csrftoken cookie")
+def csrf(request):
+    return {"csrftoken": get_token(request)}
+
+
+@api.post("/users", response={201: UserOut, 400: Error, 403: Error, 409: Error})
+def create_user(request, payload: SignUpIn):
+    require_csrf(request)
+    form = forms.SignUpForm(payload.dict())
+    if not form.is_valid():
+        return invalid(form)
+    try:
+        user = services.sign_up(**form.cleaned_data)
+    except services.UsernameTaken:
+        return 409, {
+            "detail": "That username is taken.",
+            "errors": {"username": ["That username is taken."]},
+        }
+    return 201, user
+
+
+@api.post("/session", response={200: UserOut, 401: Error, 403: Error})
+def create_session(request, payload: Credentials):
+    require_csrf(request)
+    # authenticate() sends user_login_failed on a bad password, login() sends user_logged_in.
+    user = authenticate(request, username=payload.username, password=payload.password)
+    if user is None:
+        return 401, {"detail": "Wrong username or password."}
+    login(request, user)
+    return 200, user
+
+
+@api.delete("/session", response={204: None}, auth=django_auth)
+def delete_session(request):
+    logout(request)
+    return 204, None
+
+
+@api.get("/me", response=MeOut, auth=django_auth)
+def me(request):
+    user = request.auth
+    return {
+        "id": user.pk,
+        "username": user.username,
+        "email": user.email,
+        "profile": profile_of(user),
+    }
+
+
+@api.get("/me/effects", response=list[EffectOut], auth=django_auth)
+def my_effects(request, limit: Annotated[int, Field(ge=1, le=500)] = 100):
+    return Effect.objects.filter(user=request.auth).order_by("-created_at", "-pk")[:limit]
+
+
+@api.get("/documents", response=list[DocumentOut], auth=django_auth)
+def list_documents(request):
+    return Document.objects.filter(owner=request.auth)
+
+
+@api.post("/documents", response={201: DocumentOut, 400: Error, 413: Error}, auth=django_auth)
+def upload_document(request, title: Form[str], file: File[UploadedFile]):
+    form = forms.DocumentForm(request.POST, request.FILES)
+    if not form.is_valid():
+        return invalid(form, status=upload_error_status(form))
+    return 201, services.create_document(request.auth, **form.cleaned_data)
+
+
+@api.post(
+    "/documents/{document_id}/file",
+    response={200: DocumentOut, 400: Error, 404: Error, 413: Error},
+    auth=django_auth,
+)
+def replace_document_file(request, document_id: DocumentId, file: File[UploadedFile]):
+    document = get_object_or_404(Document, pk=document_id, owner=request.auth)
+    form = forms.ReplaceFileForm(request.POST, request.FILES)
+    if not form.is_valid():
+        return invalid(form, status=upload_error_status(form))
+    return 200, services.replace_file(document, form.cleaned_data["file"])
+
+
+@api.delete("/documents/{document_id}", response={204: None, 404: Error}, auth=django_auth)
+def delete_document(request, document_id: DocumentId):
+    services.delete_document(get_object_or_404(Document, pk=document_id, owner=request.auth))
+    return 204, None
+
+
+@api.post(
+    "/documents/{document_id}/share",
+    response={202: Accepted, 400: Error, 404: Error},
+    auth=django_auth,
+)
+def share_document(request, document_id: DocumentId, payload: ShareIn):
+    document = get_object_or_404(Document, pk=document_id, owner=request.auth)
+    form = forms.ShareForm(payload.dict())
+    if not form.is_valid():
+        return invalid(form)
+    services.share_document(document, form.cleaned_data["email"], request.auth)
+    return 202, {"detail": "The recipient will be emailed."}
+
+
+def upload_error_status(form) -> int:
+    return 413 if form.has_error("file", code="too_large") else 400

@@ -1,0 +1,159 @@
+"""What the workers actually do: plain functions, one per effect, called by workers/tasks.py.
+
+Each is safe to run again: it re-reads its objects by id, recomputes rather than increments, and
+does nothing when what it is about has gone (a user deleted before the email was sent).
+"""
+
+import logging
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.files.storage import default_storage
+from django.core.mail import EmailMultiAlternatives
+from django.db.models import Count, Sum
+from django.template.loader import render_to_string
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from workers import tasks
+from workers.offload import offload
+
+from .models import Document, FailedLogin, LoginActivity, Profile
+
+logger = logging.getLogger(__name__)
+User = get_user_model()
+
+
+def send_email(template: str, subject: str, to: str, context: dict) -> None:
+    """Send ``notifications/email/<template>.txt`` with its ``.html`` twin as the alternative."""
+    context = {"site_url": settings.SITE_URL, **context}
+    message = EmailMultiAlternatives(
+        subject=subject,
+        body=render_to_string(f"notifications/email/{template}.txt", context),
+        to=[to],
+    )
+    message.attach_alternative(
+        render_to_string(f"notifications/email/{template}.html", context), "text/html"
+    )
+    message.send()
+
+
+def send_welcome_email(user_id: int) -> None:
+    user = User.objects.filter(pk=user_id, is_active=True).first()
+    if user is None or not user.email:
+        return
+    send_email("welcome", "Welcome aboard", user.email, {"user": user})
+
+
+def record_login(user_id: int, ip: str | None, user_agent: str, at: str) -> None:
+    """Store the sign-in, refresh the login counters, and ask for a "new sign-in" email when the
+    IP address or the browser was never seen for this user before (not for a first sign-in)."""
+    if not User.objects.filter(pk=user_id).exists():
+        return
+    # Lock the profile row: two sign-ins of one user are recorded one after the other, so the
+    # new-device check and the counters see each other.
+    Profile.objects.select_for_update().get_or_create(user_id=user_id)
+    earlier = LoginActivity.objects.filter(user_id=user_id)
+    new_device = earlier.exists() and (
+        not earlier.filter(ip=ip).exists() or not earlier.filter(user_agent=user_agent).exists()
+    )
+    login = LoginActivity.objects.create(
+        user_id=user_id, at=parse_datetime(at), ip=ip, user_agent=user_agent, new_device=new_device
+    )
+    latest = LoginActivity.objects.filter(user_id=user_id).order_by("-at", "-pk").first()
+    Profile.objects.filter(user_id=user_id).update(
+        login_count=LoginActivity.objects.filter(user_id=user_id).count(),
+        last_login_at=latest.at,
+        last_login_ip=latest.ip,
+    )
+    if new_device:
+        offload(tasks.send_new_sign_in_email, user=user_id, login_id=login.pk)
+
+
+def send_new_sign_in_email(login_id: int) -> None:
+    login = LoginActivity.objects.select_related("user").filter(pk=login_id).first()
+    if login is None or not login.user.email:
+        return
+    send_email("new_sign_in", "New sign-in to your account", login.user.email, {"login": login})
+
+
+def record_failed_login(username_hash: str, ip: str | None, at: str, user_id: int | None) -> None:
+    """Store the failure and, once ``FAILED_LOGIN_ALERT_THRESHOLD`` failures for an existing
+    account fall inside ``FAILED_LOGIN_WINDOW``, ask for one alert email for that window."""
+    if user_id is not None and not User.objects.filter(pk=user_id).exists():
+        user_id = None
+    if user_id is not None:
+        Profile.objects.select_for_update().get_or_create(user_id=user_id)
+    failure = FailedLogin.objects.create(
+        username_hash=username_hash, ip=ip, at=parse_datetime(at), user_id=user_id
+    )
+    if user_id is None:
+        return
+    recent = FailedLogin.objects.filter(
+        user_id=user_id, at__gte=timezone.now() - settings.FAILED_LOGIN_WINDOW
+    )
+    if (
+        recent.count() >= settings.FAILED_LOGIN_ALERT_THRESHOLD
+        and not recent.filter(alerted=True).exists()
+    ):
+        FailedLogin.objects.filter(pk=failure.pk).update(alerted=True)
+        offload(tasks.send_failed_login_alert, user=user_id, failed_login_id=failure.pk)
+
+
+def send_failed_login_alert(failed_login_id: int) -> None:
+    failure = FailedLogin.objects.select_related("user").filter(pk=failed_login_id).first()
+    if failure is None or failure.user is None or not failure.user.email:
+        return
+    window = settings.FAILED_LOGIN_WINDOW
+    recent = FailedLogin.objects.filter(user=failure.user, at__gte=failure.at - window)
+    send_email(
+        "failed_login_alert",
+        "Failed sign-in attempts on your account",
+        failure.user.email,
+        {
+            "user": failure.user,
+            "count": recent.count(),
+            "window_minutes": int(window.total_seconds() // 60),
+            "last_ip": failure.ip,
+        },
+    )
+
+
+def delete_stored_file(name: str) -> None:
+    """Delete a stored file unless a document still refers to it.
+
+    ``name`` always comes from a database row, never from a request; the storage refuses names
+    that resolve outside MEDIA_ROOT (SuspiciousFileOperation, a permanent failure).
+    """
+    if not name or not isinstance(name, str):
+        raise ValueError("a stored file name is required")
+    if Document.objects.filter(file=name).exists():
+        logger.info("kept %s: another document still refers to it", name)
+        return
+    default_storage.delete(name)
+
+
+def refresh_profile_counters(user_id: int) -> None:
+    """Recount the owner's documents and stored bytes from the documents themselves."""
+    if not User.objects.filter(pk=user_id).exists():
+        return
+    totals = Document.objects.filter(owner_id=user_id).aggregate(
+        count=Count("pk"), size=Sum("size")
+    )
+    Profile.objects.update_or_create(
+        user_id=user_id,
+        defaults={"document_count": totals["count"], "storage_bytes": totals["size"] or 0},
+    )
+
+
+def send_share_email(document_id: int, recipient: str, shared_by_id: int) -> None:
+    document = Document.objects.filter(pk=document_id).first()
+    sharer = User.objects.filter(pk=shared_by_id).first()
+    if document is None or sharer is None:
+        return
+    send_email(
+        "document_shared",
+        f"{sharer.get_username()} shared “{document.title}” with you",
+        recipient,
+        {"document": document, "sharer": sharer, "file_url": settings.SITE_URL + document.file.url},
+    )

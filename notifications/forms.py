@@ -1,0 +1,59 @@
+"""Input rules, shared by the JSON API and the HTML pages so both reject the same things."""
+
+from django import forms
+from django.conf import settings
+from django.contrib.auth import get_user_model, password_validation
+from django.contrib.auth.validators import UnicodeUsernameValidator
+from django.template.defaultfilters import filesizeformat
+
+User = get_user_model()
+
+
+class SignUpForm(forms.Form):
+    username = forms.CharField(max_length=150, validators=[UnicodeUsernameValidator()])
+    email = forms.EmailField(max_length=254)
+    password = forms.CharField(strip=False, widget=forms.PasswordInput, max_length=4096)
+
+    def clean(self):
+        cleaned = super().clean()
+        if "password" in cleaned:
+            candidate = User(username=cleaned.get("username", ""), email=cleaned.get("email", ""))
+            try:
+                password_validation.validate_password(cleaned["password"], candidate)
+            except forms.ValidationError as error:
+                self.add_error("password", error)
+        return cleaned
+
+
+class UploadField(forms.FileField):
+    """A file no larger than DOCUMENT_MAX_BYTES."""
+
+    default_error_messages = {
+        "too_large": "The file is %(size)s; the largest accepted is %(limit)s.",
+    }
+
+    def clean(self, data, initial=None):
+        upload = super().clean(data, initial)
+        if upload and upload.size > settings.DOCUMENT_MAX_BYTES:
+            raise forms.ValidationError(
+                self.error_messages["too_large"],
+                code="too_large",
+                params={
+                    "size": filesizeformat(upload.size),
+                    "limit": filesizeformat(settings.DOCUMENT_MAX_BYTES),
+                },
+            )
+        return upload
+
+
+class DocumentForm(forms.Form):
+    title = forms.CharField(max_length=200)
+    file = UploadField(max_length=150, allow_empty_file=True)
+
+
+class ReplaceFileForm(forms.Form):
+    file = UploadField(max_length=150, allow_empty_file=True)
+
+
+class ShareForm(forms.Form):
+    email = forms.EmailField(max_length=254)

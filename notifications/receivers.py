@@ -1,0 +1,81 @@
+"""Signal receivers. Each reads ids off the signal, makes a cheap check, and hands the work to
+``offload()``: no email, no storage call, no recount happens here. Wired in apps.py."""
+
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+from django.utils.crypto import salted_hmac
+
+from workers import tasks
+from workers.offload import offload
+
+User = get_user_model()
+
+
+def welcome_new_user(sender, instance, created, raw=False, **kwargs):
+    if created and not raw:
+        offload(tasks.send_welcome_email, user=instance.pk, user_id=instance.pk)
+
+
+def record_login(sender, request, user, **kwargs):
+    offload(
+        tasks.record_login,
+        user=user.pk,
+        user_id=user.pk,
+        ip=client_ip(request),
+        user_agent=request.headers.get("User-Agent", "")[:300] if request else "",
+        at=timezone.now().isoformat(),
+    )
+
+
+def record_failed_login(sender, credentials, request=None, **kwargs):
+    # Django has already masked the password in `credentials`; we keep only a keyed hash of
+    # the username, so the records can be grouped per account without storing what was typed.
+    username = str(credentials.get("username", ""))
+    user_id = account_id(username)
+    offload(
+        tasks.record_failed_login,
+        user=user_id,
+        username_hash=salted_hmac("failed-login", username.casefold()).hexdigest(),
+        ip=client_ip(request),
+        at=timezone.now().isoformat(),
+        user_id=user_id,
+    )
+
+
+def delete_replaced_file(sender, instance, created, raw=False, **kwargs):
+    old = instance.stored_file_name
+    if not created and not raw and old and old != instance.file.name:
+        offload(tasks.delete_stored_file, user=instance.owner_id, name=old)
+
+
+def delete_removed_file(sender, instance, **kwargs):
+    if instance.stored_file_name:
+        offload(tasks.delete_stored_file, user=instance.owner_id, name=instance.stored_file_name)
+
+
+def refresh_owner_counters(sender, instance, raw=False, **kwargs):
+    if not raw:
+        offload(tasks.refresh_profile_counters, user=instance.owner_id, user_id=instance.owner_id)
+
+
+def notify_share_recipient(sender, document, recipient, shared_by, **kwargs):
+    offload(
+        tasks.send_share_email,
+        user=shared_by.pk,
+        document_id=document.pk,
+        recipient=recipient,
+        shared_by_id=shared_by.pk,
+    )
+
+
+def client_ip(request) -> str | None:
+    if request is None:
+        return None
+    return request.META.get("REMOTE_ADDR") or None
+
+
+def account_id(username: str) -> int | None:
+    """The id of the account a failed sign-in was aimed at (one indexed lookup), so that the
+    worker can alert its owner."""
+    lookup = {User.USERNAME_FIELD: username}
+    return User.objects.filter(**lookup).values_list("pk", flat=True).first()

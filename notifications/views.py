@@ -1,0 +1,112 @@
+"""HTML pages: sign up, documents (upload, replace, delete, share) and activity.
+
+Sign-in and sign-out are Django's own auth views (see project/urls.py), so the real
+user_logged_in / user_login_failed signals fire.
+"""
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.db import transaction
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from workers.models import Effect
+
+from . import forms, services
+from .models import Document
+from .selectors import profile_of
+
+
+def links(request):
+    """Template context: where the dashboards live."""
+    return {"flower_url": settings.FLOWER_URL, "mailpit_url": settings.MAILPIT_URL}
+
+
+def home(request):
+    return render(request, "notifications/home.html")
+
+
+def signup(request):
+    form = forms.SignUpForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            # One transaction: the account, the sign-in and both of their effects.
+            with transaction.atomic():
+                user = services.sign_up(**form.cleaned_data)
+                login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        except services.UsernameTaken:
+            form.add_error("username", "That username is taken.")
+        else:
+            messages.success(request, "Welcome! Your welcome email is on its way (see Activity).")
+            return redirect("activity")
+    status = 400 if form.errors else 200
+    return render(request, "notifications/signup.html", {"form": form}, status=status)
+
+
+@login_required
+def documents(request):
+    form = forms.DocumentForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        document = services.create_document(request.user, **form.cleaned_data)
+        messages.success(request, f"Uploaded “{document.title}”.")
+        return redirect("documents")
+    context = {
+        "form": form,
+        "documents": Document.objects.filter(owner=request.user),
+        "profile": profile_of(request.user),
+    }
+    return render(
+        request, "notifications/documents.html", context, status=400 if form.errors else 200
+    )
+
+
+@login_required
+@require_POST
+def replace_file(request, document_id: int):
+    document = get_object_or_404(Document, pk=document_id, owner=request.user)
+    form = forms.ReplaceFileForm(request.POST, request.FILES)
+    if form.is_valid():
+        services.replace_file(document, form.cleaned_data["file"])
+        messages.success(
+            request, f"Replaced the file of “{document.title}”; the old one will be deleted."
+        )
+    else:
+        messages.error(request, form_errors(form))
+    return redirect("documents")
+
+
+@login_required
+@require_POST
+def delete_document(request, document_id: int):
+    document = get_object_or_404(Document, pk=document_id, owner=request.user)
+    services.delete_document(document)
+    messages.success(request, f"Deleted “{document.title}”; its file will be removed.")
+    return redirect("documents")
+
+
+@login_required
+@require_POST
+def share_document(request, document_id: int):
+    document = get_object_or_404(Document, pk=document_id, owner=request.user)
+    form = forms.ShareForm(request.POST)
+    if form.is_valid():
+        services.share_document(document, form.cleaned_data["email"], request.user)
+        messages.success(request, f"Shared “{document.title}”; the recipient will be emailed.")
+    else:
+        messages.error(request, form_errors(form))
+    return redirect("documents")
+
+
+@login_required
+def activity(request):
+    context = {
+        "effects": Effect.objects.filter(user=request.user).order_by("-created_at", "-pk")[:50],
+        "profile": profile_of(request.user),
+    }
+    return render(request, "notifications/activity.html", context)
+
+
+def form_errors(form) -> str:
+    return " ".join(f"{field}: {' '.join(errors)}" for field, errors in form.errors.items())

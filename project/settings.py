@@ -1,0 +1,176 @@
+"""The one settings file. Everything that differs between machines comes from the environment.
+
+Defaults are for a developer's machine (SQLite, console email, a local Redis); production sets
+SECRET_KEY, DEBUG=false, ALLOWED_HOSTS, DATABASE_URL, REDIS_URL and EMAIL_URL.
+"""
+
+from datetime import timedelta
+from pathlib import Path
+
+import environ
+from kombu import Exchange, Queue
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = BASE_DIR / "var"  # dev-only state: SQLite file, uploads, beat schedule
+
+env = environ.Env()
+
+DEBUG = env.bool("DEBUG", default=True)
+SECRET_KEY = env.str("SECRET_KEY", default="dev-only-insecure-key" if DEBUG else environ.Env.NOTSET)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+# Absolute base for links in emails: workers have no request to build them from.
+SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000").rstrip("/")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_celery_results",
+    "workers",
+    "notifications",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "project.urls"
+WSGI_APPLICATION = "project.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "notifications.views.links",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The web process and the workers write to the same file. WAL lets readers run beside the
+    # writer, and IMMEDIATE transactions take the write lock at BEGIN, so two writers queue on
+    # `timeout` instead of failing halfway with "database is locked".
+    DATABASES["default"]["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+else:
+    DATABASES["default"].setdefault("CONN_MAX_AGE", 60)
+    DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+PASSWORD_HASHERS = env.list(
+    "PASSWORD_HASHERS", default=["django.contrib.auth.hashers.PBKDF2PasswordHasher"]
+)
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "documents"
+LOGOUT_REDIRECT_URL = "home"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = env.path("STATIC_ROOT", default=VAR_DIR / "static")
+MEDIA_URL = "media/"
+MEDIA_ROOT = env.path("MEDIA_ROOT", default=VAR_DIR / "media")
+# Largest document accepted by the API and the pages; larger uploads get a 413.
+DOCUMENT_MAX_BYTES = env.int("DOCUMENT_MAX_BYTES", default=10 * 1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024  # non-file request bodies
+
+vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Signal Offload <noreply@example.com>")
+
+# Failed sign-ins: the account owner is alerted at this many failures within the window.
+FAILED_LOGIN_ALERT_THRESHOLD = env.int("FAILED_LOGIN_ALERT_THRESHOLD", default=5)
+FAILED_LOGIN_WINDOW = timedelta(minutes=env.int("FAILED_LOGIN_WINDOW_MINUTES", default=15))
+
+# --- Celery (read by project/celery.py through the CELERY_ namespace) -------------------------
+REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
+CELERY_BROKER_URL = REDIS_URL
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# JSON only: a message in any other format (a pickle pushed by anyone who can write to
+# Redis) is refused.
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_RESULT_BACKEND = "django-db"
+# Results carry effect outcomes only; never task arguments, and they do not pile up.
+CELERY_RESULT_EXTENDED = False
+CELERY_RESULT_EXPIRES = timedelta(days=1)
+CELERY_TASK_TRACK_STARTED = False
+# A task is acknowledged after it ran, so a worker killed mid-task does not lose it; the
+# effect ledger (workers.ledger) makes the repeat harmless.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 4
+# A task that hangs is killed; the ledger lease (EFFECT_LEASE) is longer, so no live attempt
+# is ever taken over by another worker.
+CELERY_TASK_SOFT_TIME_LIMIT = 50
+CELERY_TASK_TIME_LIMIT = 60
+EFFECT_LEASE = timedelta(seconds=CELERY_TASK_TIME_LIMIT + 30)
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    # How long an unacknowledged message stays invisible before Redis hands it out again.
+    "visibility_timeout": 3600,
+    # Fail fast when Redis is unreachable: the request must not wait on the broker.
+    "socket_connect_timeout": 2,
+    "socket_timeout": 5,
+    "retry_on_timeout": False,
+}
+# One queue per kind of effect, so a slow SMTP server never delays file cleanup. A worker
+# started with no -Q consumes all of them.
+EFFECT_QUEUES = ("emails", "files", "records")
+CELERY_TASK_DEFAULT_QUEUE = "records"
+CELERY_TASK_QUEUES = [Queue(name, Exchange(name), routing_key=name) for name in EFFECT_QUEUES]
+CELERY_WORKER_SEND_TASK_EVENTS = True  # Flower shows tasks live
+CELERY_TASK_SEND_SENT_EVENT = True
+CELERY_BEAT_SCHEDULE_FILENAME = env.str(
+    "CELERY_BEAT_SCHEDULE_FILENAME", default=str(VAR_DIR / "celerybeat-schedule")
+)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": "INFO"},
+    "loggers": {"django": {"level": "INFO", "propagate": True}},
+}
+
+# --- Effects (workers/) ------------------------------------------------------------------------
+# Attempts before an effect is dead-lettered, and the retry backoff: full jitter over
+# factor * 2**attempt seconds, capped far below the visibility timeout.
+EFFECT_MAX_ATTEMPTS = env.int("EFFECT_MAX_ATTEMPTS", default=5)
+EFFECT_RETRY_BACKOFF = env.int("EFFECT_RETRY_BACKOFF", default=2)
+EFFECT_RETRY_BACKOFF_MAX = 60
+
+# Links shown in the navigation bar.
+FLOWER_URL = env.str("FLOWER_URL", default="http://127.0.0.1:5555")
+MAILPIT_URL = env.str("MAILPIT_URL", default="")

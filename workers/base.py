@@ -1,0 +1,99 @@
+"""The Celery task base for effects: claim in the ledger, run, settle, retry or dead-letter."""
+
+import logging
+import time
+
+from celery import Task
+from celery.utils.time import get_exponential_backoff_interval
+from django.conf import settings
+from django.core.exceptions import ObjectDoesNotExist, SuspiciousOperation, ValidationError
+from django.db import transaction
+
+from . import ledger
+
+logger = logging.getLogger(__name__)
+
+# Errors that another attempt cannot fix: bad arguments, unsafe paths, header injection
+# (BadHeaderError is a ValueError). They dead-letter at once instead of retrying.
+PERMANENT_ERRORS = (
+    TypeError,
+    ValueError,
+    LookupError,
+    ObjectDoesNotExist,
+    SuspiciousOperation,
+    ValidationError,
+)
+
+
+class EffectTask(Task):
+    """Runs the effect whose id the message carries, with the arguments stored in the ledger.
+
+    The message is only a pointer; a redelivered or duplicated message for an effect that is done,
+    dead or being run by a live attempt finds nothing to claim and does nothing.
+    """
+
+    # The message carries an effect id, the function takes the ledger's arguments.
+    typing = False
+    # True for effects that only write to the database: the work and "done" commit together,
+    # so a repeat can never apply them twice. Effects that talk to the outside world (SMTP,
+    # storage) cannot be rolled back and leave it False.
+    atomic = False
+
+    def __call__(self, effect_id):
+        if type(effect_id) is not int:
+            # Anyone who can write to Redis can send us a message: trust nothing in it.
+            logger.warning("task=%s rejected a message with a non-integer effect id", self.name)
+            return "rejected"
+        effect = ledger.claim(effect_id)
+        if effect is None:
+            logger.info(
+                "effect=%s task=%s outcome=skipped (done, dead or running)", effect_id, self.name
+            )
+            return "skipped"
+        started = time.perf_counter()
+        try:
+            if self.atomic:
+                with transaction.atomic():
+                    self.run(**effect.args)
+                    ledger.complete(effect)
+            else:
+                self.run(**effect.args)
+                ledger.complete(effect)
+        except PERMANENT_ERRORS as exc:
+            return self._dead(effect, exc, started)
+        except Exception as exc:
+            if effect.attempts >= settings.EFFECT_MAX_ATTEMPTS:
+                return self._dead(effect, exc, started)
+            ledger.release(effect, _describe(exc))
+            self._log(effect, "retry", started, exc)
+            countdown = get_exponential_backoff_interval(
+                factor=settings.EFFECT_RETRY_BACKOFF,
+                retries=effect.attempts - 1,
+                maximum=settings.EFFECT_RETRY_BACKOFF_MAX,
+                full_jitter=True,
+            )
+            raise self.retry(exc=exc, countdown=countdown, max_retries=None) from exc
+        self._log(effect, "done", started)
+        return "done"
+
+    def _dead(self, effect, exc, started):
+        ledger.bury(effect, _describe(exc))
+        self._log(effect, "dead", started, exc)
+        return "dead"
+
+    def _log(self, effect, outcome, started, exc=None):
+        logger.log(
+            logging.WARNING if exc else logging.INFO,
+            "effect=%s task=%s user=%s attempt=%s outcome=%s duration_ms=%.1f%s",
+            effect.pk,
+            self.name,
+            effect.user_id,
+            effect.attempts,
+            outcome,
+            (time.perf_counter() - started) * 1000,
+            f" error={_describe(exc)!r}" if exc else "",
+        )
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:500]

@@ -1,0 +1,51 @@
+"""The Celery tasks, one per effect. Each is a thin shell: EffectTask claims the ledger row and
+passes its stored arguments; the work itself is a plain function in notifications/effects.py.
+
+Queues: `emails` (SMTP can be slow), `files` (storage), `records` (database only).
+"""
+
+from celery import shared_task
+
+from notifications import effects
+
+from .base import EffectTask
+
+
+@shared_task(base=EffectTask, name="send_welcome_email", queue="emails")
+def send_welcome_email(user_id: int) -> None:
+    effects.send_welcome_email(user_id)
+
+
+@shared_task(base=EffectTask, name="record_login", queue="records", atomic=True)
+def record_login(user_id: int, ip: str | None, user_agent: str, at: str) -> None:
+    effects.record_login(user_id, ip, user_agent, at)
+
+
+@shared_task(base=EffectTask, name="send_new_sign_in_email", queue="emails")
+def send_new_sign_in_email(login_id: int) -> None:
+    effects.send_new_sign_in_email(login_id)
+
+
+@shared_task(base=EffectTask, name="record_failed_login", queue="records", atomic=True)
+def record_failed_login(username_hash: str, ip: str | None, at: str, user_id: int | None) -> None:
+    effects.record_failed_login(username_hash, ip, at, user_id)
+
+
+@shared_task(base=EffectTask, name="send_failed_login_alert", queue="emails")
+def send_failed_login_alert(failed_login_id: int) -> None:
+    effects.send_failed_login_alert(failed_login_id)
+
+
+@shared_task(base=EffectTask, name="delete_stored_file", queue="files")
+def delete_stored_file(name: str) -> None:
+    effects.delete_stored_file(name)
+
+
+@shared_task(base=EffectTask, name="refresh_profile_counters", queue="records", atomic=True)
+def refresh_profile_counters(user_id: int) -> None:
+    effects.refresh_profile_counters(user_id)
+
+
+@shared_task(base=EffectTask, name="send_share_email", queue="emails")
+def send_share_email(document_id: int, recipient: str, shared_by_id: int) -> None:
+    effects.send_share_email(document_id, recipient, shared_by_id)
