@@ -46,8 +46,8 @@ class Document(models.Model):
         self.stored_file_name = self.file.name
 
     @classmethod
-    def from_db(cls, db, field_names, values):
-        instance = super().from_db(db, field_names, values)
+    def from_db(cls, db, field_names, values, **kwargs):
+        instance = super().from_db(db, field_names, values, **kwargs)
         if "file" in field_names:
             instance.stored_file_name = instance.file.name
         return instance

@@ -73,6 +73,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 20,
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
+    # Tests run a real worker process beside the test process: the test database must be a
+    # file both can open, not Django's default in-memory one.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", 60)
     DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
@@ -105,7 +108,20 @@ MEDIA_ROOT = env.path("MEDIA_ROOT", default=VAR_DIR / "media")
 DOCUMENT_MAX_BYTES = env.int("DOCUMENT_MAX_BYTES", default=10 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024  # non-file request bodies
 
-vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
+# EMAIL_URL: `consolemail://` (the worker log shows each email), `smtp://user:pass@host:port`,
+# `smtp+tls://...`. Translated into Django 6.1's MAILERS.
+_mail = env.email_url("EMAIL_URL", default="consolemail://")
+MAILERS = {"default": {"BACKEND": _mail["EMAIL_BACKEND"]}}
+if _mail["EMAIL_BACKEND"].endswith("smtp.EmailBackend"):
+    MAILERS["default"]["OPTIONS"] = {
+        "host": _mail["EMAIL_HOST"],
+        "port": _mail["EMAIL_PORT"],
+        "username": _mail["EMAIL_HOST_USER"],
+        "password": _mail["EMAIL_HOST_PASSWORD"],
+        "use_tls": _mail.get("EMAIL_USE_TLS", False),
+        "use_ssl": _mail.get("EMAIL_USE_SSL", False),
+        "timeout": 10,  # a hung SMTP server fails the attempt (and it is retried)
+    }
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Signal Offload <noreply@example.com>")
 
 # Failed sign-ins: the account owner is alerted at this many failures within the window.
@@ -149,6 +165,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 EFFECT_QUEUES = ("emails", "files", "records")
 CELERY_TASK_DEFAULT_QUEUE = "records"
 CELERY_TASK_QUEUES = [Queue(name, Exchange(name), routing_key=name) for name in EFFECT_QUEUES]
+CELERY_TASK_ROUTES = {"send_*": {"queue": "emails"}, "delete_stored_file": {"queue": "files"}}
 CELERY_WORKER_SEND_TASK_EVENTS = True  # Flower shows tasks live
 CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_BEAT_SCHEDULE_FILENAME = env.str(

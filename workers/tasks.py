@@ -1,7 +1,8 @@
 """The Celery tasks, one per effect. Each is a thin shell: EffectTask claims the ledger row and
 passes its stored arguments; the work itself is a plain function in notifications/effects.py.
 
-Queues: `emails` (SMTP can be slow), `files` (storage), `records` (database only).
+Queues (CELERY_TASK_ROUTES in settings): `emails` (SMTP can be slow), `files` (storage),
+`records` (database only).
 """
 
 from celery import shared_task
@@ -11,41 +12,41 @@ from notifications import effects
 from .base import EffectTask
 
 
-@shared_task(base=EffectTask, name="send_welcome_email", queue="emails")
+@shared_task(base=EffectTask, name="send_welcome_email")
 def send_welcome_email(user_id: int) -> None:
     effects.send_welcome_email(user_id)
 
 
-@shared_task(base=EffectTask, name="record_login", queue="records", atomic=True)
+@shared_task(base=EffectTask, name="record_login", atomic=True)
 def record_login(user_id: int, ip: str | None, user_agent: str, at: str) -> None:
     effects.record_login(user_id, ip, user_agent, at)
 
 
-@shared_task(base=EffectTask, name="send_new_sign_in_email", queue="emails")
+@shared_task(base=EffectTask, name="send_new_sign_in_email")
 def send_new_sign_in_email(login_id: int) -> None:
     effects.send_new_sign_in_email(login_id)
 
 
-@shared_task(base=EffectTask, name="record_failed_login", queue="records", atomic=True)
+@shared_task(base=EffectTask, name="record_failed_login", atomic=True)
 def record_failed_login(username_hash: str, ip: str | None, at: str, user_id: int | None) -> None:
     effects.record_failed_login(username_hash, ip, at, user_id)
 
 
-@shared_task(base=EffectTask, name="send_failed_login_alert", queue="emails")
+@shared_task(base=EffectTask, name="send_failed_login_alert")
 def send_failed_login_alert(failed_login_id: int) -> None:
     effects.send_failed_login_alert(failed_login_id)
 
 
-@shared_task(base=EffectTask, name="delete_stored_file", queue="files")
+@shared_task(base=EffectTask, name="delete_stored_file")
 def delete_stored_file(name: str) -> None:
     effects.delete_stored_file(name)
 
 
-@shared_task(base=EffectTask, name="refresh_profile_counters", queue="records", atomic=True)
+@shared_task(base=EffectTask, name="refresh_profile_counters", atomic=True)
 def refresh_profile_counters(user_id: int) -> None:
     effects.refresh_profile_counters(user_id)
 
 
-@shared_task(base=EffectTask, name="send_share_email", queue="emails")
+@shared_task(base=EffectTask, name="send_share_email")
 def send_share_email(document_id: int, recipient: str, shared_by_id: int) -> None:
     effects.send_share_email(document_id, recipient, shared_by_id)

@@ -1,0 +1,186 @@
+"""Receivers at their seam: the right effect with the right arguments, recorded in the caller's
+transaction and published only after it commits."""
+
+import json
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.signals import user_logged_in, user_login_failed
+from django.core.files.base import ContentFile
+from django.core.management import call_command
+from django.db import transaction
+from django.test import RequestFactory
+
+from notifications.models import Document
+from notifications.signals import document_shared
+from tests.factories import make_document, make_user
+from workers.models import Effect
+
+pytestmark = pytest.mark.django_db
+
+
+def effects(task=None):
+    qs = Effect.objects.order_by("pk")
+    return list(qs.filter(task=task) if task else qs)
+
+
+def test_it_records_a_welcome_email_for_a_new_user(django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks() as callbacks:
+        user = make_user("ada")
+    [effect] = effects("send_welcome_email")
+    assert effect.args == {"user_id": user.pk}
+    assert effect.user_id == user.pk
+    assert effect.status == Effect.Status.PENDING
+    assert len(callbacks) == 1
+
+
+def test_it_does_not_welcome_a_user_again_on_update():
+    user = make_user()
+    user.first_name = "Ada"
+    user.save()
+    assert len(effects("send_welcome_email")) == 1
+
+
+def test_it_publishes_only_the_effect_id_and_only_after_commit(
+    django_capture_on_commit_callbacks, broker
+):
+    before = broker.llen("emails")
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        user = make_user()
+    assert broker.llen("emails") == before, "published before the transaction committed"
+
+    for callback in callbacks:
+        callback()
+    assert broker.llen("emails") == before + 1
+    message = json.loads(broker.lpop("emails"))
+    [effect] = effects("send_welcome_email")
+    assert message["headers"]["task"] == "send_welcome_email"
+    body = json.loads(__import__("base64").b64decode(message["body"]))
+    assert body[0] == [effect.pk]  # positional args: the id, nothing else
+    assert user.email not in json.dumps(message)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_rolled_back_change_records_and_publishes_nothing(broker):
+    before = broker.llen("emails")
+    with pytest.raises(RuntimeError), transaction.atomic():
+        make_user()
+        raise RuntimeError("roll back")
+    assert Effect.objects.count() == 0
+    assert get_user_model().objects.count() == 0
+    assert broker.llen("emails") == before
+
+
+def test_fixture_loads_trigger_nothing(tmp_path):
+    fixture = tmp_path / "users.json"
+    fixture.write_text(
+        json.dumps(
+            [
+                {"model": "auth.user", "pk": 50, "fields": {"username": "loaded", "password": "!"}},
+                {
+                    "model": "notifications.document",
+                    "pk": 7,
+                    "fields": {
+                        "owner": 50,
+                        "title": "t",
+                        "file": "documents/x.txt",
+                        "size": 1,
+                        "created_at": "2026-01-01T00:00:00Z",
+                        "updated_at": "2026-01-01T00:00:00Z",
+                    },
+                },
+            ]
+        )
+    )
+    call_command("loaddata", str(fixture), verbosity=0)
+    assert effects() == []
+
+
+def test_it_records_a_sign_in_with_ip_and_user_agent():
+    user = make_user()
+    Effect.objects.all().delete()
+    request = RequestFactory().post("/login/", REMOTE_ADDR="10.1.2.3", HTTP_USER_AGENT="Firefox/140")
+    user_logged_in.send(sender=type(user), request=request, user=user)
+    [effect] = effects("record_login")
+    assert effect.user_id == user.pk
+    assert effect.args["user_id"] == user.pk
+    assert effect.args["ip"] == "10.1.2.3"
+    assert effect.args["user_agent"] == "Firefox/140"
+    assert "at" in effect.args
+
+
+def test_a_failed_sign_in_records_a_username_hash_and_never_the_password():
+    user = make_user("grace")
+    request = RequestFactory().post("/login/", REMOTE_ADDR="10.9.9.9")
+    user_login_failed.send(
+        sender=__name__,
+        credentials={"username": "grace", "password": "s3cret-sentinel"},
+        request=request,
+    )
+    [effect] = effects("record_failed_login")
+    assert effect.user_id == user.pk
+    assert effect.args["user_id"] == user.pk
+    assert effect.args["ip"] == "10.9.9.9"
+    assert "s3cret-sentinel" not in json.dumps(effect.args)
+    assert "grace" not in json.dumps(effect.args)
+    assert len(effect.args["username_hash"]) == 64  # HMAC-SHA256, hex
+
+
+def test_a_failed_sign_in_for_an_unknown_username_concerns_no_user():
+    user_login_failed.send(sender=__name__, credentials={"username": "nobody", "password": "x"})
+    [effect] = effects("record_failed_login")
+    assert effect.user_id is None
+    assert effect.args["user_id"] is None
+    assert effect.args["ip"] is None
+
+
+def test_a_new_document_refreshes_the_owner_counters_and_deletes_nothing():
+    owner = make_user()
+    make_document(owner)
+    [effect] = effects("refresh_profile_counters")
+    assert effect.args == {"user_id": owner.pk}
+    assert effects("delete_stored_file") == []
+
+
+def test_replacing_the_file_deletes_the_old_name_read_from_the_database():
+    document = make_document(make_user(), name="old.txt")
+    old_name = Document.objects.get(pk=document.pk).file.name
+    fresh = Document.objects.get(pk=document.pk)
+    fresh.file = ContentFile(b"new", name="new.txt")
+    fresh.save()
+    [effect] = effects("delete_stored_file")
+    assert effect.args == {"name": old_name}
+    assert fresh.file.name != old_name
+
+
+def test_saving_without_replacing_the_file_deletes_nothing():
+    document = make_document(make_user())
+    document.title = "renamed"
+    document.save()
+    Document.objects.get(pk=document.pk).save()
+    assert effects("delete_stored_file") == []
+
+
+def test_deleting_a_document_deletes_its_file_and_refreshes_counters():
+    owner = make_user()
+    document = make_document(owner)
+    name = document.file.name
+    Effect.objects.all().delete()
+    Document.objects.get(pk=document.pk).delete()
+    assert [e.args for e in effects("delete_stored_file")] == [{"name": name}]
+    assert [e.args for e in effects("refresh_profile_counters")] == [{"user_id": owner.pk}]
+
+
+def test_sharing_a_document_emails_the_recipient():
+    owner = make_user()
+    document = make_document(owner)
+    document_shared.send(
+        sender=Document, document=document, recipient="friend@example.com", shared_by=owner
+    )
+    [effect] = effects("send_share_email")
+    assert effect.args == {
+        "document_id": document.pk,
+        "recipient": "friend@example.com",
+        "shared_by_id": owner.pk,
+    }
+    assert effect.user_id == owner.pk
