@@ -38,6 +38,14 @@ def send_email(template: str, subject: str, to: str, context: dict) -> None:
     message.send()
 
 
+def timestamp(value: str):
+    """An ISO 8601 time from the ledger; anything else is a permanent error (ValueError)."""
+    parsed = parse_datetime(value) if isinstance(value, str) else None
+    if parsed is None:
+        raise ValueError(f"not an ISO 8601 time: {value!r:.40}")
+    return parsed
+
+
 def send_welcome_email(user_id: int) -> None:
     user = User.objects.filter(pk=user_id, is_active=True).first()
     if user is None or not user.email:
@@ -58,7 +66,7 @@ def record_login(user_id: int, ip: str | None, user_agent: str, at: str) -> None
         not earlier.filter(ip=ip).exists() or not earlier.filter(user_agent=user_agent).exists()
     )
     login = LoginActivity.objects.create(
-        user_id=user_id, at=parse_datetime(at), ip=ip, user_agent=user_agent, new_device=new_device
+        user_id=user_id, at=timestamp(at), ip=ip, user_agent=user_agent, new_device=new_device
     )
     latest = LoginActivity.objects.filter(user_id=user_id).order_by("-at", "-pk").first()
     Profile.objects.filter(user_id=user_id).update(
@@ -85,7 +93,7 @@ def record_failed_login(username_hash: str, ip: str | None, at: str, user_id: in
     if user_id is not None:
         Profile.objects.select_for_update().get_or_create(user_id=user_id)
     failure = FailedLogin.objects.create(
-        username_hash=username_hash, ip=ip, at=parse_datetime(at), user_id=user_id
+        username_hash=username_hash, ip=ip, at=timestamp(at), user_id=user_id
     )
     if user_id is None:
         return

@@ -35,7 +35,9 @@ def record_failed_login(sender, credentials, request=None, **kwargs):
     offload(
         tasks.record_failed_login,
         user=user_id,
-        username_hash=salted_hmac("failed-login", username.casefold(), algorithm="sha256").hexdigest(),
+        username_hash=salted_hmac(
+            "failed-login", username.casefold(), algorithm="sha256"
+        ).hexdigest(),
         ip=client_ip(request),
         at=timezone.now().isoformat(),
         user_id=user_id,

@@ -75,6 +75,12 @@ def media_root(settings, media_dir) -> Path:
     return media_dir
 
 
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    # PBKDF2 costs ~260 ms a user here; the tests are about what happens after sign-up.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 def database_url_for_workers() -> str:
     """The URL of the test database, for processes the tests start (workers)."""
     db = connection.settings_dict

@@ -99,7 +99,9 @@ def test_fixture_loads_trigger_nothing(tmp_path):
 def test_it_records_a_sign_in_with_ip_and_user_agent():
     user = make_user()
     Effect.objects.all().delete()
-    request = RequestFactory().post("/login/", REMOTE_ADDR="10.1.2.3", HTTP_USER_AGENT="Firefox/140")
+    request = RequestFactory().post(
+        "/login/", REMOTE_ADDR="10.1.2.3", HTTP_USER_AGENT="Firefox/140"
+    )
     user_logged_in.send(sender=type(user), request=request, user=user)
     [effect] = effects("record_login")
     assert effect.user_id == user.pk
