@@ -13,7 +13,7 @@ from django.contrib.auth import authenticate, login, logout
 from django.http import HttpRequest
 from django.middleware.csrf import get_token
 from django.shortcuts import get_object_or_404
-from ninja import File, Form, NinjaAPI, Path, Schema
+from ninja import File, Form, NinjaAPI, Path, Schema, Status
 from ninja.errors import HttpError, ValidationError
 from ninja.files import UploadedFile
 from ninja.security import django_auth
@@ -106,11 +106,11 @@ class EffectOut(Schema):
     finished_at: datetime | None
 
 
-def invalid(form, status: int = 400) -> tuple[int, dict]:
+def invalid(form, status: int = 400) -> Status:
     errors = {
         field: [e["message"] for e in errs] for field, errs in form.errors.get_json_data().items()
     }
-    return status, {"detail": "Invalid input.", "errors": errors}
+    return Status(status, {"detail": "Invalid input.", "errors": errors})
 
 
 def require_csrf(request: HttpRequest) -> None:
@@ -152,11 +152,9 @@ def create_user(request, payload: SignUpIn):
     try:
         user = services.sign_up(**form.cleaned_data)
     except services.UsernameTaken:
-        return 409, {
-            "detail": "That username is taken.",
-            "errors": {"username": ["That username is taken."]},
-        }
-    return 201, user
+        taken = "That username is taken."
+        return Status(409, {"detail": taken, "errors": {"username": [taken]}})
+    return Status(201, user)
 
 
 @api.post("/session", response={200: UserOut, 401: Error, 403: Error})
@@ -165,15 +163,15 @@ def create_session(request, payload: Credentials):
     # authenticate() sends user_login_failed on a bad password, login() sends user_logged_in.
     user = authenticate(request, username=payload.username, password=payload.password)
     if user is None:
-        return 401, {"detail": "Wrong username or password."}
+        return Status(401, {"detail": "Wrong username or password."})
     login(request, user)
-    return 200, user
+    return Status(200, user)
 
 
 @api.delete("/session", response={204: None}, auth=django_auth)
 def delete_session(request):
     logout(request)
-    return 204, None
+    return Status(204, None)
 
 
 @api.get("/me", response=MeOut, auth=django_auth)
@@ -202,7 +200,7 @@ def upload_document(request, title: Form[str], file: File[UploadedFile]):
     form = forms.DocumentForm(request.POST, request.FILES)
     if not form.is_valid():
         return invalid(form, status=upload_error_status(form))
-    return 201, services.create_document(request.auth, **form.cleaned_data)
+    return Status(201, services.create_document(request.auth, **form.cleaned_data))
 
 
 @api.post(
@@ -215,13 +213,13 @@ def replace_document_file(request, document_id: DocumentId, file: File[UploadedF
     form = forms.ReplaceFileForm(request.POST, request.FILES)
     if not form.is_valid():
         return invalid(form, status=upload_error_status(form))
-    return 200, services.replace_file(document, form.cleaned_data["file"])
+    return Status(200, services.replace_file(document, form.cleaned_data["file"]))
 
 
 @api.delete("/documents/{document_id}", response={204: None, 404: Error}, auth=django_auth)
 def delete_document(request, document_id: DocumentId):
     services.delete_document(get_object_or_404(Document, pk=document_id, owner=request.auth))
-    return 204, None
+    return Status(204, None)
 
 
 @api.post(
@@ -235,7 +233,7 @@ def share_document(request, document_id: DocumentId, payload: ShareIn):
     if not form.is_valid():
         return invalid(form)
     services.share_document(document, form.cleaned_data["email"], request.auth)
-    return 202, {"detail": "The recipient will be emailed."}
+    return Status(202, {"detail": "The recipient will be emailed."})
 
 
 def upload_error_status(form) -> int:
