@@ -1,0 +1,152 @@
+"""The whole path over real HTTP: the web app (pytest-django's live server), a real Celery worker
+process on a real Redis, and a real SMTP sink on loopback. No eager mode: every effect crosses the
+broker and runs in the worker process."""
+
+import pytest
+import requests
+
+from tests.conftest import wait_for
+from tests.factories import PASSWORD
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+
+class Browser(requests.Session):
+    """A requests session that speaks to the live server with Django's CSRF rules."""
+
+    def __init__(self, base_url: str, user_agent: str = "IntegrationTest/1.0"):
+        super().__init__()
+        self.base_url = base_url
+        self.headers["User-Agent"] = user_agent
+        self.get("/api/csrf").raise_for_status()
+
+    def request(self, method, url, *args, **kwargs):
+        headers = kwargs.pop("headers", None) or {}
+        if method.upper() not in ("GET", "HEAD") and "csrftoken" in self.cookies:
+            headers["X-CSRFToken"] = self.cookies["csrftoken"]
+        return super().request(
+            method, self.base_url + url, *args, headers=headers, timeout=10, **kwargs
+        )
+
+    def sign_up(self, username: str) -> dict:
+        email = f"{username}@example.com"
+        response = self.post(
+            "/api/users", json={"username": username, "email": email, "password": PASSWORD}
+        )
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    def sign_in(self, username: str, password: str = PASSWORD) -> requests.Response:
+        return self.post("/api/session", json={"username": username, "password": password})
+
+    def effects(self, task: str | None = None) -> list[dict]:
+        effects = self.get("/api/me/effects").json()
+        return [e for e in effects if task in (None, e["task"])]
+
+    def all_done(self) -> bool:
+        effects = self.effects()
+        return bool(effects) and all(e["status"] == "done" for e in effects)
+
+
+@pytest.fixture
+def browser(live_server, worker):
+    return Browser(live_server.url)
+
+
+def test_sign_up_over_http_delivers_the_welcome_email(browser, smtp_sink):
+    user = browser.sign_up("ada")
+    [message] = wait_for(lambda: smtp_sink.to("ada@example.com"), what="the welcome email")
+    assert message["Subject"] == "Welcome aboard"
+    assert "Hello ada" in message.get_body(("plain",)).get_content()
+    assert "Hello ada" in message.get_body(("html",)).get_content()
+
+    assert browser.sign_in("ada").status_code == 200
+    welcome = wait_for(
+        lambda: [e for e in browser.effects("send_welcome_email") if e["status"] == "done"]
+    )
+    assert welcome[0]["attempts"] == 1
+    assert user["id"]
+
+
+def test_sign_in_is_recorded_and_a_new_browser_is_emailed(browser, live_server, smtp_sink):
+    browser.sign_up("lin")
+    assert browser.sign_in("lin").status_code == 200
+    profile = wait_for(
+        lambda: (p := browser.get("/api/me").json()["profile"])["login_count"] == 1 and p,
+        what="the sign-in to be recorded",
+    )
+    assert profile["last_login_ip"] == "127.0.0.1"
+    assert profile["last_login_at"]
+
+    other = Browser(live_server.url, user_agent="AnotherBrowser/2.0")
+    assert other.sign_in("lin").status_code == 200
+    [alert] = wait_for(
+        lambda: [m for m in smtp_sink.to("lin@example.com") if "New sign-in" in m["Subject"]],
+        what="the new sign-in email",
+    )
+    assert "AnotherBrowser/2.0" in alert.get_body(("plain",)).get_content()
+    wait_for(lambda: other.get("/api/me").json()["profile"]["login_count"] == 2)
+
+
+def test_repeated_wrong_passwords_alert_the_owner_once(browser, smtp_sink):
+    browser.sign_up("mo")
+    for _ in range(6):
+        assert browser.sign_in("mo", "wrong password").status_code == 401
+    [alert] = wait_for(
+        lambda: [m for m in smtp_sink.to("mo@example.com") if "Failed sign-in" in m["Subject"]],
+        what="the failed sign-in alert",
+    )
+    assert "failed attempts" in alert.get_body(("plain",)).get_content()
+    assert browser.sign_in("mo").status_code == 200
+    wait_for(browser.all_done, what="every effect to finish")
+    alerts = [m for m in smtp_sink.to("mo@example.com") if "Failed sign-in" in m["Subject"]]
+    assert len(alerts) == 1
+    assert len(browser.effects("record_failed_login")) == 6
+
+
+def test_upload_replace_delete_cleans_files_and_keeps_counters_right(browser, media_root):
+    browser.sign_up("sam")
+    browser.sign_in("sam")
+
+    response = browser.post(
+        "/api/documents", data={"title": "Plan"}, files={"file": ("plan.txt", b"v1 plan")}
+    )
+    assert response.status_code == 201, response.text
+    first = response.json()
+    assert (media_root / first["file"]).exists()
+    wait_for(lambda: browser.get("/api/me").json()["profile"]["storage_bytes"] == 7)
+
+    response = browser.post(
+        f"/api/documents/{first['id']}/file", files={"file": ("plan.txt", b"v2")}
+    )
+    assert response.status_code == 200
+    replaced = response.json()
+    wait_for(lambda: not (media_root / first["file"]).exists(), what="the old file to be deleted")
+    assert (media_root / replaced["file"]).read_bytes() == b"v2"
+    wait_for(lambda: browser.get("/api/me").json()["profile"]["storage_bytes"] == 2)
+
+    browser.post("/api/documents", data={"title": "Other"}, files={"file": ("o.txt", b"12345")})
+    wait_for(lambda: browser.get("/api/me").json()["profile"]["document_count"] == 2)
+
+    assert browser.delete(f"/api/documents/{first['id']}").status_code == 204
+    wait_for(lambda: not (media_root / replaced["file"]).exists(), what="the deleted file to go")
+    profile = wait_for(
+        lambda: (p := browser.get("/api/me").json()["profile"])["document_count"] == 1 and p
+    )
+    assert profile["storage_bytes"] == 5
+    wait_for(browser.all_done, what="every effect to finish")
+
+
+def test_sharing_emails_the_recipient(browser, smtp_sink):
+    browser.sign_up("kim")
+    browser.sign_in("kim")
+    document = browser.post(
+        "/api/documents", data={"title": "Recipe"}, files={"file": ("r.txt", b"salt")}
+    ).json()
+    response = browser.post(
+        f"/api/documents/{document['id']}/share", json={"email": "friend@example.org"}
+    )
+    assert response.status_code == 202
+    [message] = wait_for(lambda: smtp_sink.to("friend@example.org"), what="the share email")
+    assert message["Subject"] == "kim shared “Recipe” with you"
+    assert document["url"] in message.get_body(("plain",)).get_content()
