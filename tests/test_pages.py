@@ -1,0 +1,117 @@
+"""The HTML pages: each action records its effect, bad input shows an error next to the field."""
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+
+from notifications.models import Document
+from tests.factories import PASSWORD, make_document, make_user
+from workers.models import Effect
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def signed_in(client):
+    user = make_user("page-user")
+    client.force_login(user)
+    return user
+
+
+def tasks_of(user) -> list[str]:
+    return list(Effect.objects.filter(user=user).order_by("pk").values_list("task", flat=True))
+
+
+def test_the_landing_page_explains_each_action(client):
+    html = client.get("/").content.decode()
+    for name in ("user_logged_in", "document_shared", "send_welcome_email", "delete_stored_file"):
+        assert name in html
+
+
+def test_signing_up_on_the_page_signs_in_and_queues_the_welcome_email(client):
+    page = client.get("/signup/").content.decode()
+    assert '<label for="id_username">' in page and '<label for="id_password">' in page
+    response = client.post(
+        "/signup/", {"username": "pat", "email": "pat@example.com", "password": PASSWORD}
+    )
+    assert response.status_code == 302 and response.url == "/activity/"
+    user = get_user_model().objects.get(username="pat")
+    assert tasks_of(user) == ["send_welcome_email", "record_login"]
+    assert "send_welcome_email" in client.get("/activity/").content.decode()
+
+
+def test_a_bad_sign_up_shows_the_error_next_to_the_field(client):
+    make_user("taken")
+    response = client.post(
+        "/signup/", {"username": "taken", "email": "t@example.com", "password": PASSWORD}
+    )
+    assert response.status_code == 400
+    assert 'id="id_username-error">That username is taken.' in response.content.decode()
+
+    response = client.post("/signup/", {"username": "new", "email": "x", "password": "1"})
+    html = response.content.decode()
+    assert 'id="id_email-error"' in html and 'id="id_password-error"' in html
+    assert not get_user_model().objects.filter(username="new").exists()
+
+
+def test_a_wrong_password_on_the_login_page_shows_an_error_and_records_the_attempt():
+    user = make_user()
+    client = Client(enforce_csrf_checks=False)
+    response = client.post("/login/", {"username": user.username, "password": "wrong"})
+    assert response.status_code == 200
+    assert "Please enter a correct username and password" in response.content.decode()
+    assert "record_failed_login" in tasks_of(user)
+
+    response = client.post("/login/", {"username": user.username, "password": PASSWORD})
+    assert response.status_code == 302
+    assert "record_login" in tasks_of(user)
+
+
+def test_pages_need_a_signed_in_user(client):
+    for path in ("/documents/", "/activity/"):
+        response = client.get(path)
+        assert response.status_code == 302 and response.url.startswith("/login/")
+
+
+def test_documents_upload_replace_share_delete_on_the_page(client, signed_in, media_root):
+    upload = SimpleUploadedFile("a.txt", b"first")
+    response = client.post("/documents/", {"title": "Mine", "file": upload})
+    assert response.status_code == 302
+    document = Document.objects.get(owner=signed_in)
+    old_name = document.file.name
+
+    client.post(f"/documents/{document.pk}/file", {"file": SimpleUploadedFile("b.txt", b"2")})
+    new_name = Document.objects.get(pk=document.pk).file.name
+    client.post(f"/documents/{document.pk}/share", {"email": "friend@example.com"})
+    client.post(f"/documents/{document.pk}/delete")
+
+    assert not Document.objects.exists()
+    deletes = Effect.objects.filter(task="delete_stored_file").order_by("pk")
+    assert [e.args["name"] for e in deletes] == [old_name, new_name]
+    assert tasks_of(signed_in).count("refresh_profile_counters") == 3
+    assert "send_share_email" in tasks_of(signed_in)
+
+
+def test_a_bad_upload_on_the_page_is_a_400_with_the_error(client, signed_in, settings):
+    settings.DOCUMENT_MAX_BYTES = 3
+    response = client.post(
+        "/documents/", {"title": "", "file": SimpleUploadedFile("a.txt", b"12345")}
+    )
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert 'id="id_title-error"' in html and 'id="id_file-error"' in html
+    assert not Document.objects.exists()
+
+
+def test_a_bad_share_address_is_reported_and_nothing_is_sent(client, signed_in):
+    document = make_document(signed_in)
+    response = client.post(f"/documents/{document.pk}/share", {"email": "no"}, follow=True)
+    assert "email" in response.content.decode()
+    assert "send_share_email" not in tasks_of(signed_in)
+
+
+def test_someone_elses_document_is_404_on_the_page(client, signed_in):
+    theirs = make_document(make_user())
+    assert client.post(f"/documents/{theirs.pk}/delete").status_code == 404
+    assert Document.objects.filter(pk=theirs.pk).exists()
