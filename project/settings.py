@@ -77,8 +77,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # file both can open, not Django's default in-memory one.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
 else:
-    DATABASES["default"].setdefault("CONN_MAX_AGE", 60)
-    DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+    # Persistent connections: add ?conn_max_age=60 to DATABASE_URL (compose does).
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
