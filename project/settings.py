@@ -8,6 +8,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from celery.schedules import crontab
+from django.core.exceptions import ImproperlyConfigured
 from kombu import Exchange, Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -147,15 +149,28 @@ CELERY_TASK_TRACK_STARTED = False
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 4
-# A task that hangs is killed; the ledger lease (EFFECT_LEASE) is longer, so no live attempt
-# is ever taken over by another worker.
-CELERY_TASK_SOFT_TIME_LIMIT = 50
-CELERY_TASK_TIME_LIMIT = 60
-EFFECT_LEASE = timedelta(seconds=CELERY_TASK_TIME_LIMIT + 30)
+# A task that hangs is killed at the hard limit. The ledger lease is longer, so a live attempt is
+# never taken over; an attempt whose worker died is taken over once its lease runs out.
+EFFECT_TIME_LIMIT = env.int("EFFECT_TIME_LIMIT", default=60)
+CELERY_TASK_TIME_LIMIT = EFFECT_TIME_LIMIT
+CELERY_TASK_SOFT_TIME_LIMIT = max(1, EFFECT_TIME_LIMIT * 4 // 5)
+EFFECT_LEASE = timedelta(seconds=env.int("EFFECT_LEASE_SECONDS", default=EFFECT_TIME_LIMIT + 30))
+if EFFECT_LEASE.total_seconds() <= EFFECT_TIME_LIMIT:
+    raise ImproperlyConfigured("EFFECT_LEASE_SECONDS must be longer than EFFECT_TIME_LIMIT")
+# On SIGTERM a worker lets running tasks finish for this long, then hands unfinished and
+# prefetched messages (retry countdowns too) back to Redis instead of holding them.
+CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = 10.0
+CELERY_WORKER_ENABLE_SOFT_SHUTDOWN_ON_IDLE = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {
-    # How long an unacknowledged message stays invisible before Redis hands it out again.
-    "visibility_timeout": 3600,
-    # Fail fast when Redis is unreachable: the request must not wait on the broker.
+    # An unacknowledged message (a worker died holding it) goes back to the queue after this.
+    # It must exceed the longest task (EFFECT_TIME_LIMIT) plus the longest retry countdown
+    # (EFFECT_RETRY_BACKOFF_MAX), or a slow task would be handed to a second worker.
+    "visibility_timeout": 600,
+    # Look for such messages every 10 s (kombu's default scans only every ~100 s).
+    "unacked_restore_interval": 10,
+    "unacked_restore_throttle": 1,
+    # Fail fast when Redis is unreachable: the request must not wait on the broker, and the
+    # relay publishes what could not be published.
     "socket_connect_timeout": 2,
     "socket_timeout": 5,
     "retry_on_timeout": False,
@@ -187,6 +202,22 @@ LOGGING = {
 EFFECT_MAX_ATTEMPTS = env.int("EFFECT_MAX_ATTEMPTS", default=5)
 EFFECT_RETRY_BACKOFF = env.int("EFFECT_RETRY_BACKOFF", default=2)
 EFFECT_RETRY_BACKOFF_MAX = 60
+# The relay (beat, every EFFECT_RELAY_INTERVAL) publishes again: effects never published after
+# EFFECT_RELAY_GRACE; effects published but not picked up after EFFECT_REPUBLISH_AFTER (Redis lost
+# the message); running effects whose lease ran out (the worker died mid-task).
+EFFECT_RELAY_INTERVAL = env.float("EFFECT_RELAY_INTERVAL", default=5.0)
+EFFECT_RELAY_GRACE = timedelta(seconds=env.float("EFFECT_RELAY_GRACE", default=5.0))
+EFFECT_REPUBLISH_AFTER = timedelta(seconds=env.float("EFFECT_REPUBLISH_AFTER", default=300.0))
+# Done effects are pruned after this many days (beat, daily; or `manage.py effects prune`).
+EFFECT_RETENTION_DAYS = env.int("EFFECT_RETENTION_DAYS", default=7)
+CELERY_BEAT_SCHEDULE = {
+    "relay-effects": {
+        "task": "relay_effects",
+        "schedule": EFFECT_RELAY_INTERVAL,
+        "options": {"expires": EFFECT_RELAY_INTERVAL},  # never a backlog of relays
+    },
+    "prune-effects": {"task": "prune_effects", "schedule": crontab(hour=3, minute=17)},
+}
 
 # Links shown in the navigation bar.
 FLOWER_URL = env.str("FLOWER_URL", default="http://127.0.0.1:5555")

@@ -1,5 +1,6 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 
+from . import ledger
 from .models import Effect
 
 
@@ -10,3 +11,12 @@ class EffectAdmin(admin.ModelAdmin):
     search_fields = ("=id", "task", "user__username")
     readonly_fields = [f.name for f in Effect._meta.fields]
     date_hierarchy = "created_at"
+    actions = ["replay"]
+
+    @admin.action(description="Replay selected dead letters")
+    def replay(self, request, queryset):
+        count = ledger.replay(queryset)
+        self.message_user(request, f"Replayed {count} dead letter(s).", messages.SUCCESS)
+
+    def has_add_permission(self, request):
+        return False  # effects are recorded by offload(), never by hand

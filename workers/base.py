@@ -2,6 +2,7 @@
 
 import logging
 import time
+from contextvars import ContextVar
 
 from celery import Task
 from celery.utils.time import get_exponential_backoff_interval
@@ -12,6 +13,10 @@ from django.db import transaction
 from . import ledger
 
 logger = logging.getLogger(__name__)
+
+# The effect being run, for work that needs a stable identity across attempts (the Message-ID
+# of an email, so a repeat after a crash is recognisable as the same message).
+current_effect: ContextVar = ContextVar("current_effect", default=None)
 
 # Errors that another attempt cannot fix: bad arguments, unsafe paths, header injection
 # (BadHeaderError is a ValueError). They dead-letter at once instead of retrying.
@@ -38,6 +43,9 @@ class EffectTask(Task):
     # so a repeat can never apply them twice. Effects that talk to the outside world (SMTP,
     # storage) cannot be rolled back and leave it False.
     atomic = False
+    # True when running it once for several identical requests is enough (a recount): offload()
+    # folds a new request into a pending one with the same arguments.
+    coalesce = False
 
     def __call__(self, effect_id):
         if type(effect_id) is not int:
@@ -51,6 +59,7 @@ class EffectTask(Task):
             )
             return "skipped"
         started = time.perf_counter()
+        token = current_effect.set(effect)
         try:
             if self.atomic:
                 with transaction.atomic():
@@ -73,6 +82,8 @@ class EffectTask(Task):
                 full_jitter=True,
             )
             raise self.retry(exc=exc, countdown=countdown, max_retries=None) from exc
+        finally:
+            current_effect.reset(token)
         self._log(effect, "done", started)
         return "done"
 

@@ -1,11 +1,21 @@
-"""State changes of an effect row, each a single conditional UPDATE so that two workers
-holding the same message can never both run it."""
+"""State changes of an effect row. Each is a single conditional UPDATE, so two workers holding
+the same message can never both run it, and only the attempt holding the claim can settle it."""
+
+import logging
+from datetime import timedelta
+from functools import partial
 
 from django.conf import settings
-from django.db.models import F, Q
+from django.db import transaction
+from django.db.models import Count, F, Min, Q, QuerySet
 from django.utils import timezone
 
+from project.celery import app
+
 from .models import Effect
+from .offload import publish, publish_new
+
+logger = logging.getLogger(__name__)
 
 
 def claim(effect_id: int) -> Effect | None:
@@ -27,7 +37,6 @@ def claim(effect_id: int) -> Effect | None:
 
 
 def _settle(effect: Effect, **fields) -> bool:
-    # Only the attempt that holds the claim may settle it.
     return bool(
         Effect.objects.filter(
             pk=effect.pk, status=Effect.Status.RUNNING, attempts=effect.attempts
@@ -40,10 +49,75 @@ def complete(effect: Effect) -> bool:
 
 
 def release(effect: Effect, error: str) -> bool:
-    """Back to pending after a transient failure; a retry message is on its way."""
-    return _settle(effect, status=Effect.Status.PENDING, last_error=error)
+    """Back to pending after a transient failure; the retry message is published right after."""
+    return _settle(
+        effect, status=Effect.Status.PENDING, last_error=error, published_at=timezone.now()
+    )
 
 
 def bury(effect: Effect, error: str) -> bool:
     """Dead-letter: no more attempts until someone replays it."""
     return _settle(effect, status=Effect.Status.DEAD, finished_at=timezone.now(), last_error=error)
+
+
+@transaction.atomic
+def replay(effects: QuerySet) -> int:
+    """Give dead letters a fresh set of attempts and publish them once this commits."""
+    ids = list(effects.filter(status=Effect.Status.DEAD).values_list("pk", "task"))
+    Effect.objects.filter(pk__in=[pk for pk, _ in ids]).update(
+        status=Effect.Status.PENDING, attempts=0, finished_at=None, published_at=None
+    )
+    for pk, name in ids:
+        transaction.on_commit(partial(publish_new, app.tasks[name], pk))
+    return len(ids)
+
+
+def due_for_relay(now) -> QuerySet:
+    """Effects whose message may never arrive, oldest first."""
+    never_published = Q(
+        status=Effect.Status.PENDING,
+        published_at__isnull=True,
+        created_at__lt=now - settings.EFFECT_RELAY_GRACE,
+    )
+    lost = Q(status=Effect.Status.PENDING, published_at__lt=now - settings.EFFECT_REPUBLISH_AFTER)
+    # Claimed by a worker that died: publish once per lost claim (or after REPUBLISH_AFTER).
+    abandoned = Q(status=Effect.Status.RUNNING, started_at__lt=now - settings.EFFECT_LEASE) & (
+        Q(published_at__isnull=True)
+        | Q(published_at__lt=F("started_at"))
+        | Q(published_at__lt=now - settings.EFFECT_REPUBLISH_AFTER)
+    )
+    return Effect.objects.filter(never_published | lost | abandoned).order_by("created_at")
+
+
+def relay(limit: int = 1000) -> int:
+    """Publish again what the broker may never have had or may have lost. Returns the count."""
+    now = timezone.now()
+    published = []
+    for pk, name in due_for_relay(now).values_list("pk", "task")[:limit]:
+        task = app.tasks.get(name)
+        if task is None:  # renamed or removed in a deploy: nothing can ever run it
+            Effect.objects.filter(pk=pk).update(
+                status=Effect.Status.DEAD, finished_at=now, last_error=f"unknown task {name!r}"
+            )
+        elif publish(task, pk):
+            published.append(pk)
+    Effect.objects.filter(pk__in=published).update(published_at=now)
+    if published:
+        logger.info("relay published %s effect(s) again", len(published))
+    return len(published)
+
+
+def prune(days: int) -> int:
+    """Delete done effects finished more than ``days`` days ago. Returns the count."""
+    cutoff = timezone.now() - timedelta(days=days)
+    deleted, _ = Effect.objects.filter(status=Effect.Status.DONE, finished_at__lt=cutoff).delete()
+    return deleted
+
+
+def summary() -> dict:
+    """Counts by status and the age of the oldest pending effect, for people and metrics."""
+    counts = dict.fromkeys(Effect.Status.values, 0)
+    counts.update(Effect.objects.values_list("status").annotate(n=Count("pk")).order_by())
+    oldest = Effect.objects.filter(status=Effect.Status.PENDING).aggregate(t=Min("created_at"))["t"]
+    age = (timezone.now() - oldest).total_seconds() if oldest else 0.0
+    return {"counts": counts, "oldest_pending_seconds": age}

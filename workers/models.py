@@ -28,16 +28,27 @@ class Effect(models.Model):
         related_name="effects",
     )
     status = models.CharField(max_length=10, choices=Status, default=Status.PENDING)
+    # Set for tasks that coalesce (EffectTask.coalesce): a second request for the same work
+    # while one is still pending is folded into it.
+    key = models.CharField(max_length=64, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     last_error = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
-    started_at = models.DateTimeField(null=True, blank=True)
+    # When its id last reached the broker; NULL means never (Redis was down, or the process
+    # died between commit and publish): the relay publishes it.
+    published_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)  # claimed by the latest attempt
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [
             models.Index(fields=["user", "-created_at"], name="effect_user_recent"),
             models.Index(fields=["status", "created_at"], name="effect_status_age"),
+            models.Index(
+                fields=["key"],
+                name="effect_pending_key",
+                condition=models.Q(status="pending") & ~models.Q(key=""),
+            ),
         ]
 
     def __str__(self) -> str:

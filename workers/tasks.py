@@ -6,9 +6,11 @@ Queues (CELERY_TASK_ROUTES in settings): `emails` (SMTP can be slow), `files` (s
 """
 
 from celery import shared_task
+from django.conf import settings
 
 from notifications import effects
 
+from . import ledger
 from .base import EffectTask
 
 
@@ -42,7 +44,8 @@ def delete_stored_file(name: str) -> None:
     effects.delete_stored_file(name)
 
 
-@shared_task(base=EffectTask, name="refresh_profile_counters", atomic=True)
+# coalesce: several saves in a row need one recount, as long as it has not started yet.
+@shared_task(base=EffectTask, name="refresh_profile_counters", atomic=True, coalesce=True)
 def refresh_profile_counters(user_id: int) -> None:
     effects.refresh_profile_counters(user_id)
 
@@ -50,3 +53,16 @@ def refresh_profile_counters(user_id: int) -> None:
 @shared_task(base=EffectTask, name="send_share_email")
 def send_share_email(document_id: int, recipient: str, shared_by_id: int) -> None:
     effects.send_share_email(document_id, recipient, shared_by_id)
+
+
+# --- Upkeep, scheduled by beat (CELERY_BEAT_SCHEDULE) ------------------------------------------
+
+
+@shared_task(name="relay_effects", ignore_result=True)
+def relay_effects() -> int:
+    return ledger.relay()
+
+
+@shared_task(name="prune_effects", ignore_result=True)
+def prune_effects() -> int:
+    return ledger.prune(settings.EFFECT_RETENTION_DAYS)

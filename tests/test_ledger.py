@@ -1,0 +1,190 @@
+"""The durable ledger: coalescing, publish times, relay, replay, prune and the `effects` command."""
+
+import threading
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection, transaction
+from django.utils import timezone
+
+from tests.factories import make_document, make_user
+from workers import ledger, tasks
+from workers.models import Effect
+from workers.offload import offload
+
+pytestmark = pytest.mark.django_db
+
+
+def run(*args) -> str:
+    out = StringIO()
+    call_command("effects", *args, stdout=out)
+    return out.getvalue()
+
+
+def age(effect_ids, **fields):
+    Effect.objects.filter(pk__in=effect_ids).update(**fields)
+
+
+def test_a_successful_publish_is_timed(django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        effect = offload(tasks.refresh_profile_counters, user_id=1)
+    effect.refresh_from_db()
+    assert effect.published_at is not None
+
+
+def test_refreshes_coalesce_while_one_is_pending_but_not_once_it_started():
+    owner = make_user()
+    for _ in range(3):
+        make_document(owner)
+    assert Effect.objects.filter(task="refresh_profile_counters").count() == 1
+
+    Effect.objects.filter(task="refresh_profile_counters").update(
+        status=Effect.Status.RUNNING, attempts=1, started_at=timezone.now()
+    )
+    make_document(owner)
+    assert Effect.objects.filter(task="refresh_profile_counters").count() == 2
+
+
+def test_different_arguments_do_not_coalesce():
+    make_document(make_user())
+    make_document(make_user())
+    assert Effect.objects.filter(task="refresh_profile_counters").count() == 2
+
+
+def test_emails_never_coalesce():
+    user = make_user()
+    for _ in range(2):
+        offload(
+            tasks.send_share_email, document_id=1, recipient="a@example.com", shared_by_id=user.pk
+        )
+    assert Effect.objects.filter(task="send_share_email").count() == 2
+
+
+def test_the_relay_publishes_what_the_broker_never_had(broker, settings):
+    make_user()
+    [effect] = Effect.objects.filter(published_at=None)
+    assert ledger.relay() == 0, "still inside the grace period"
+
+    age([effect.pk], created_at=timezone.now() - settings.EFFECT_RELAY_GRACE - timedelta(seconds=1))
+    before = broker.llen("emails")
+    assert ledger.relay() == 1
+    assert broker.llen("emails") == before + 1
+    broker.lpop("emails")
+    effect.refresh_from_db()
+    assert effect.published_at is not None
+    assert ledger.relay() == 0, "published once, not on every run"
+
+
+def test_the_relay_publishes_again_what_was_published_long_ago(settings, broker):
+    make_user()
+    [effect] = Effect.objects.all()
+    long_ago = timezone.now() - settings.EFFECT_REPUBLISH_AFTER - timedelta(seconds=1)
+    age([effect.pk], created_at=long_ago, published_at=long_ago)
+    assert ledger.relay() == 1
+    broker.lpop("emails")
+
+
+def test_the_relay_publishes_an_attempt_whose_worker_died_once(settings, broker):
+    make_user()
+    [effect] = Effect.objects.all()
+    lease_over = timezone.now() - settings.EFFECT_LEASE - timedelta(seconds=1)
+    age(
+        [effect.pk],
+        status="running",
+        attempts=1,
+        started_at=lease_over,
+        published_at=lease_over - timedelta(seconds=1),
+    )
+    assert ledger.relay() == 1
+    assert ledger.relay() == 0
+    broker.lpop("emails")
+
+
+def test_the_relay_leaves_live_and_finished_effects_alone(settings):
+    make_user()
+    [effect] = Effect.objects.all()
+    long_ago = timezone.now() - timedelta(days=1)
+    for status in ("running", "done", "dead"):
+        age(
+            [effect.pk],
+            status=status,
+            started_at=timezone.now(),
+            created_at=long_ago,
+            published_at=long_ago,
+        )
+        assert ledger.relay() == 0, status
+
+
+def test_the_relay_dead_letters_an_effect_of_an_unknown_task(settings):
+    Effect.objects.create(task="no_such_task", created_at=timezone.now() - timedelta(hours=1))
+    assert ledger.relay() == 0
+    [effect] = Effect.objects.all()
+    assert effect.status == "dead" and "unknown task" in effect.last_error
+
+
+def test_replay_gives_dead_letters_fresh_attempts(django_capture_on_commit_callbacks, broker):
+    make_user()
+    [effect] = Effect.objects.all()
+    age([effect.pk], status="dead", attempts=5, last_error="boom", finished_at=timezone.now())
+    before = broker.llen("emails")
+    with django_capture_on_commit_callbacks(execute=True):
+        assert "replayed 1 dead letter(s)" in run("replay", str(effect.pk))
+    effect.refresh_from_db()
+    assert (effect.status, effect.attempts, effect.finished_at) == ("pending", 0, None)
+    assert effect.last_error == "boom", "kept until the next attempt, for the record"
+    assert broker.llen("emails") == before + 1
+    broker.lpop("emails")
+
+
+def test_replay_touches_only_dead_letters():
+    make_user()
+    assert "replayed 0" in run("replay", "--all")
+    assert Effect.objects.get().status == "pending"
+
+
+def test_replay_needs_a_choice():
+    with pytest.raises(CommandError):
+        run("replay")
+
+
+def test_prune_deletes_only_old_done_effects():
+    make_user()
+    make_user()
+    old, recent = Effect.objects.order_by("pk")
+    age([old.pk, recent.pk], status="done", finished_at=timezone.now() - timedelta(days=8))
+    age([recent.pk], finished_at=timezone.now())
+    assert "pruned 1 " in run("prune", "--days", "7")
+    assert list(Effect.objects.values_list("pk", flat=True)) == [recent.pk]
+
+
+def test_status_shows_counts_and_the_oldest_pending():
+    make_user()
+    Effect.objects.update(created_at=timezone.now() - timedelta(seconds=90))
+    out = run()
+    assert "pending  1" in out and "done     0" in out
+    assert "oldest pending: 9" in out
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_coalesced_effect_cannot_be_claimed_before_the_change_commits():
+    """Otherwise a worker could recount before the joining change is visible, and miss it."""
+    owner = make_user()
+    make_document(owner)
+    [pending] = Effect.objects.filter(task="refresh_profile_counters")
+    claims = []
+
+    def claim_from_another_connection():
+        claims.append(ledger.claim(pending.pk))
+        connection.close()
+
+    with transaction.atomic():
+        make_document(owner)  # joins `pending` and holds it
+        assert Effect.objects.filter(task="refresh_profile_counters").count() == 1
+        worker = threading.Thread(target=claim_from_another_connection)
+        worker.start()
+        worker.join(timeout=0.5)
+        assert worker.is_alive(), "the effect was claimed while the change was uncommitted"
+    worker.join(timeout=20)
+    assert claims and claims[0] is not None
