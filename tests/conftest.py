@@ -11,11 +11,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 import redis
+import requests
 from aiosmtpd.controller import Controller
 from django.conf import settings as django_settings
 from django.db import connection
@@ -42,6 +44,13 @@ class SmtpSink:
 
     def __init__(self):
         self.messages: list[email.message.EmailMessage] = []
+        self.refuse: set[str] = set()  # recipients answered "451 try again later"
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address in self.refuse:
+            return "451 4.3.0 Mailbox busy, try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):  # aiosmtpd calls it by this name
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
@@ -92,29 +101,29 @@ def database_url_for_workers() -> str:
     return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
-class WorkerProcess:
-    """A real `celery -A project worker` process, started and stopped by its pid."""
+class Service:
+    """A real process of the project (web, worker, beat), started and stopped by its pid.
 
-    def __init__(self, env: dict, log_path: Path, name: str, queues: str = "emails,files,records"):
-        self.env, self.log_path, self.name, self.queues = env, log_path, name, queues
+    It runs in its own process group so that stop() and kill() reach its children too (the
+    worker's pool, gunicorn's workers). Its output goes to ``log_path``.
+    """
+
+    def __init__(
+        self, argv: list[str], env: dict, log_path: Path, ready: Callable[["Service"], bool]
+    ):
+        self.argv, self.env, self.log_path, self.ready = argv, env, log_path, ready
         self.process: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 30.0) -> "WorkerProcess":
-        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
-        self.process = subprocess.Popen(
-            [
-                sys.executable, "-m", "celery", "-A", "project", "worker",
-                "--loglevel=INFO", "--without-mingle", "--without-gossip",
-                "--concurrency=2", "-Q", self.queues, "-n", self.name,
-            ],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: stop() reaches the pool children
-        )  # fmt: skip
-        log.close()
+    def start(self, timeout: float = 30.0) -> "Service":
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                self.argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
         wait_for(
-            lambda: self.process.poll() is not None or b" ready." in self.log_path.read_bytes(),
+            lambda: self.process.poll() is not None or self.ready(self),
             timeout,
-            f"worker {self.name} to be ready (log: {self.log_path})",
+            f"{self.argv[:4]} to be ready (log: {self.log_path})",
         )
         assert self.process.poll() is None, self.log()
         return self
@@ -130,10 +139,51 @@ class WorkerProcess:
             self.process.wait()
 
     def kill(self) -> None:
+        """SIGKILL the whole process group: no cleanup, no acknowledgements."""
         self.stop(signal.SIGKILL)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+def celery(*args: str) -> list[str]:
+    return [sys.executable, "-m", "celery", "-A", "project", *args, "--loglevel=INFO"]
+
+
+def start_worker(env: dict, log_path: Path, name: str = "w1") -> Service:
+    """`celery -A project worker` on every effect queue."""
+    argv = celery(
+        "worker", "--without-mingle", "--without-gossip", "--concurrency=2",
+        "-Q", "emails,files,records", "-n", f"{name}-{os.getpid()}@%h",
+    )  # fmt: skip
+    return Service(argv, env, log_path, lambda s: b" ready." in s.log_path.read_bytes()).start()
+
+
+def start_beat(env: dict, log_path: Path) -> Service:
+    """`celery -A project beat`: schedules the relay."""
+    argv = celery("beat", "--schedule", str(log_path.with_suffix(".schedule")))
+    return Service(
+        argv, env, log_path, lambda s: b"beat: Starting..." in s.log_path.read_bytes()
+    ).start()
+
+
+def start_web(env: dict, log_path: Path) -> Service:
+    """`gunicorn project.wsgi` on a free loopback port; ``service.url`` is its address."""
+    port = free_port()
+    argv = [
+        sys.executable, "-m", "gunicorn", "project.wsgi", "--bind", f"127.0.0.1:{port}",
+        "--workers", "2", "--access-logfile", "-",
+    ]  # fmt: skip
+    service = Service(argv, env, log_path, lambda s: _answers(f"http://127.0.0.1:{port}/healthz"))
+    service.url = f"http://127.0.0.1:{port}"
+    return service.start()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
 
 
 @pytest.fixture(scope="session")
@@ -154,10 +204,9 @@ def worker_env(django_db_setup, django_db_blocker, smtp_sink, media_dir) -> dict
 @pytest.fixture(scope="module")
 def worker(worker_env, tmp_path_factory):
     """One real worker for a test module, consuming every effect queue."""
-    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
-    process = WorkerProcess(worker_env, log_path, name=f"test-{os.getpid()}@%h").start()
-    yield process
-    process.stop()
+    service = start_worker(worker_env, tmp_path_factory.mktemp("worker") / "worker.log")
+    yield service
+    service.stop()
 
 
 @pytest.fixture

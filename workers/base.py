@@ -39,6 +39,9 @@ class EffectTask(Task):
 
     # The message carries an effect id, the function takes the ledger's arguments.
     typing = False
+    # The ledger counts attempts (EFFECT_MAX_ATTEMPTS), across redeliveries and relays too;
+    # Celery's own counter (3 by default) would give up first and strand the effect.
+    max_retries = None
     # True for effects that only write to the database: the work and "done" commit together,
     # so a repeat can never apply them twice. Effects that talk to the outside world (SMTP,
     # storage) cannot be rolled back and leave it False.
@@ -81,7 +84,7 @@ class EffectTask(Task):
                 maximum=settings.EFFECT_RETRY_BACKOFF_MAX,
                 full_jitter=True,
             )
-            raise self.retry(exc=exc, countdown=countdown, max_retries=None) from exc
+            raise self.retry(exc=exc, countdown=countdown) from exc
         finally:
             current_effect.reset(token)
         self._log(effect, "done", started)
