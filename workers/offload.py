@@ -44,12 +44,13 @@ def pending_twin(key: str) -> Effect | None:
     """The same work, recorded and not yet started, which will therefore see our change.
 
     The row is locked until our transaction ends, so a worker cannot claim it (and read the
-    data) before our change is committed. On SQLite the immediate transaction already holds
-    the database's write lock, which has the same effect.
+    data) before our change is committed. A twin already locked by another request is skipped
+    (SKIP LOCKED, PostgreSQL): we record our own effect rather than wait. On SQLite the
+    immediate transaction already holds the database's write lock, which has the same effect.
     """
     with transaction.atomic(savepoint=False):
         return (
-            Effect.objects.select_for_update()
+            Effect.objects.select_for_update(skip_locked=True)
             .filter(key=key, status=Effect.Status.PENDING, attempts=0)
             .first()
         )
