@@ -8,6 +8,7 @@ from django.urls import path
 from notifications import views
 from notifications.api import api
 from workers import views as worker_views
+from workers.metrics import metrics
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -23,6 +24,7 @@ urlpatterns = [
     path("activity/", views.activity, name="activity"),
     path("healthz", worker_views.healthz, name="healthz"),
     path("readyz", worker_views.readyz, name="readyz"),
+    path("metrics", metrics, name="metrics"),
     path("api/", api.urls),
     path("admin/", admin.site.urls),
 ]

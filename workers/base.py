@@ -56,12 +56,11 @@ class EffectTask(Task):
             logger.warning("task=%s rejected a message with a non-integer effect id", self.name)
             return "rejected"
         effect = ledger.claim(effect_id)
-        if effect is None:
-            logger.info(
-                "effect=%s task=%s outcome=skipped (done, dead or running)", effect_id, self.name
-            )
+        if effect is None:  # done, dead, or held by a live attempt: a repeat message
+            logger.info("effect=%s task=%s step=skipped", effect_id, self.name)
             return "skipped"
         started = time.perf_counter()
+        self._log(effect, "started", started)
         token = current_effect.set(effect)
         try:
             if self.atomic:
@@ -95,15 +94,16 @@ class EffectTask(Task):
         self._log(effect, "dead", started, exc)
         return "dead"
 
-    def _log(self, effect, outcome, started, exc=None):
+    def _log(self, effect, step, started, exc=None):
+        """One line per lifecycle step: started, then done, retry or dead."""
         logger.log(
             logging.WARNING if exc else logging.INFO,
-            "effect=%s task=%s user=%s attempt=%s outcome=%s duration_ms=%.1f%s",
+            "effect=%s task=%s user=%s attempt=%s step=%s duration_ms=%.1f%s",
             effect.pk,
             self.name,
             effect.user_id,
             effect.attempts,
-            outcome,
+            step,
             (time.perf_counter() - started) * 1000,
             f" error={_describe(exc)!r}" if exc else "",
         )

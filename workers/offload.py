@@ -59,6 +59,7 @@ def pending_twin(key: str) -> Effect | None:
 def publish_new(task: Task, effect_id: int) -> None:
     if publish(task, effect_id):
         Effect.objects.filter(pk=effect_id).update(published_at=timezone.now())
+        logger.info("effect=%s task=%s step=published", effect_id, task.name)
 
 
 def publish(task: Task, effect_id: int) -> bool:
@@ -73,7 +74,10 @@ def publish(task: Task, effect_id: int) -> bool:
         task.apply_async((effect_id,), retry=False)
     except Exception as exc:  # noqa: BLE001 - any broker error leaves the effect to the relay
         logger.warning(
-            "effect=%s task=%s publish failed, the relay will retry: %s", effect_id, task.name, exc
+            "effect=%s task=%s step=publish_failed error=%r (the relay will publish it)",
+            effect_id,
+            task.name,
+            str(exc),
         )
         return False
     return True
