@@ -10,7 +10,7 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3; do \
 	v=$$(pyenv versions --bare 2>/dev/null | grep -E '^3\.(1[2-9])(\.[0-9]+)?$$' | sort -V | tail -n 1); \
 	[ -n "$$v" ] && PYENV_VERSION=$$v pyenv which python 2>/dev/null)
 
-.PHONY: run test bench lint format migrate clean
+.PHONY: run test lint format migrate env clean
 
 $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "No Python >= 3.12 found: install one or pass PYTHON=/path/to/python3.12"; exit 1; }
@@ -40,6 +40,14 @@ lint: $(VENV)/.installed
 format: $(VENV)/.installed
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# .env for docker compose, from .env.example with a fresh random value for every "change-me".
+env:
+	@test ! -e .env || { echo ".env exists: not overwriting it"; exit 1; }
+	@python3 -c 'import re, secrets, sys; \
+	  text = open(".env.example").read(); \
+	  sys.stdout.write(re.sub(r"change-me[\w-]*", lambda m: secrets.token_urlsafe(48), text))' > .env
+	@echo "wrote .env with random secrets (Flower login: see FLOWER_BASIC_AUTH in .env)"
 
 clean:
 	rm -rf $(VENV) var/db.sqlite3* var/media var/celerybeat-schedule*

@@ -27,15 +27,17 @@ from project.localredis import free_port
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
+def wait_for(predicate, timeout: float = 20.0, what: str = "condition", diagnose=None):
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds,
+    with ``diagnose()``'s account of what is missing when one is given."""
     deadline = time.monotonic() + timeout
     while True:
         result = predicate()
         if result:
             return result
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+            detail = f": {diagnose()}" if diagnose else ""
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}{detail}")
         time.sleep(0.02)
 
 
@@ -198,6 +200,7 @@ def worker_env(django_db_setup, django_db_blocker, smtp_sink, media_dir) -> dict
         "EMAIL_URL": smtp_sink.url,
         "MEDIA_ROOT": str(media_dir),
         "EFFECT_RETRY_BACKOFF": "0",
+        "PYTHONUNBUFFERED": "1",  # a SIGKILLed process keeps its last log lines
     }
 
 

@@ -40,6 +40,18 @@ def test_a_message_that_is_not_an_effect_id_runs_nothing():
     assert mail.outbox == []
 
 
+def test_a_message_naming_another_tasks_effect_runs_nothing():
+    """Found by the fault tests: a stale refresh message claimed a welcome email's effect
+    (both take user_id), ran the recount and marked it done; the email was never sent."""
+    user = make_user()
+    [welcome] = Effect.objects.filter(task="send_welcome_email")
+    assert tasks.refresh_profile_counters(welcome.pk) == "skipped"
+    welcome.refresh_from_db()
+    assert (welcome.status, welcome.attempts) == (Effect.Status.PENDING, 0)
+    assert tasks.send_welcome_email(welcome.pk) == "done"
+    assert [m.to for m in mail.outbox] == [[user.email]]
+
+
 def test_a_permanent_error_dead_letters_at_once():
     effect = offload(tasks.delete_stored_file, name="../../etc/passwd")
     assert tasks.delete_stored_file(effect.pk) == "dead"

@@ -80,6 +80,15 @@ def delivery_figures(sink, prefix: str, expected: int) -> dict:
     }
 
 
+def missing_emails(sink, users, effects) -> str:
+    got = emails_by_recipient(sink, "k1-")
+    missing = [u for u in users if u.email not in got]
+    rows = effects.filter(user__in=missing, task="send_welcome_email").values_list(
+        "pk", "status", "attempts", "last_error"
+    )
+    return f"no email for {[u.username for u in missing]}; their effects: {list(rows)}"
+
+
 def done_or_due(remaining, kill_at: float) -> bool:
     return not remaining() or time.monotonic() >= kill_at
 
@@ -101,25 +110,27 @@ def test_500_effects_survive_a_worker_sigkilled_every_2_seconds(
         return effects.exclude(status=Effect.Status.DONE).count()
 
     beat = start_beat(env, tmp_path / "beat.log")
-    started, kills = time.monotonic(), 0
+    started, kills, workers = time.monotonic(), 0, []
     try:
         while remaining() and kills < 8:
-            worker = start_worker(env, tmp_path / f"worker-{kills}.log")
+            workers.append(start_worker(env, tmp_path / f"worker-{kills}.log"))
             wait_for(partial(done_or_due, remaining, time.monotonic() + 2), what="the next kill")
             if not remaining():
-                worker.stop()
                 break
-            worker.kill()
+            workers[-1].kill()
             kills += 1
-        worker = start_worker(env, tmp_path / "worker-last.log")
+        else:
+            workers.append(start_worker(env, tmp_path / "worker-last.log"))
         wait_for(lambda: not remaining(), timeout=45, what="every effect to be done")
         drain = time.monotonic() - started
         wait_for(
-            lambda: len(emails_by_recipient(smtp_sink, "k1-")) == 250, what="250 welcome emails"
+            lambda: len(emails_by_recipient(smtp_sink, "k1-")) == 250,
+            what="250 welcome emails",
+            diagnose=lambda: missing_emails(smtp_sink, users, effects),
         )
-        worker.stop()
     finally:
-        beat.stop()
+        for service in (*workers, beat):
+            service.stop()
 
     logins = Counter(LoginActivity.objects.filter(user__in=users).values_list("user_id", flat=True))
     deliveries = delivery_figures(smtp_sink, "k1-", 250)

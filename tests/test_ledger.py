@@ -27,11 +27,12 @@ def age(effect_ids, **fields):
     Effect.objects.filter(pk__in=effect_ids).update(**fields)
 
 
-def test_a_successful_publish_is_timed(django_capture_on_commit_callbacks):
+def test_a_successful_publish_is_timed(django_capture_on_commit_callbacks, broker):
     with django_capture_on_commit_callbacks(execute=True):
         effect = offload(tasks.refresh_profile_counters, user_id=1)
     effect.refresh_from_db()
     assert effect.published_at is not None
+    broker.lpop("records")
 
 
 def test_refreshes_coalesce_while_one_is_pending_but_not_once_it_started():
@@ -176,7 +177,7 @@ def test_a_coalesced_effect_cannot_be_claimed_before_the_change_commits():
     claims = []
 
     def claim_from_another_connection():
-        claims.append(ledger.claim(pending.pk))
+        claims.append(ledger.claim(pending.pk, "refresh_profile_counters"))
         connection.close()
 
     with transaction.atomic():

@@ -55,8 +55,8 @@ class EffectTask(Task):
             # Anyone who can write to Redis can send us a message: trust nothing in it.
             logger.warning("task=%s rejected a message with a non-integer effect id", self.name)
             return "rejected"
-        effect = ledger.claim(effect_id)
-        if effect is None:  # done, dead, or held by a live attempt: a repeat message
+        effect = ledger.claim(effect_id, self.name)
+        if effect is None:  # done, dead, held by a live attempt, or another task's effect
             logger.info("effect=%s task=%s step=skipped", effect_id, self.name)
             return "skipped"
         started = time.perf_counter()

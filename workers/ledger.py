@@ -18,17 +18,19 @@ from .offload import publish, publish_new
 logger = logging.getLogger(__name__)
 
 
-def claim(effect_id: int) -> Effect | None:
+def claim(effect_id: int, task: str) -> Effect | None:
     """Take the effect for this attempt, or return None when it is not ours to run.
 
-    Claimable: pending, or running past its lease (the worker that held it died; the lease is
-    longer than the task time limit, so a live attempt is never taken over).
+    Claimable: an effect of this ``task`` (a message naming another task's effect must not run
+    this task's code on that effect's arguments), pending, or running past its lease (the worker
+    that held it died; the lease is longer than the task time limit, so a live attempt is never
+    taken over).
     """
     now = timezone.now()
     claimable = Q(status=Effect.Status.PENDING) | Q(
         status=Effect.Status.RUNNING, started_at__lt=now - settings.EFFECT_LEASE
     )
-    claimed = Effect.objects.filter(claimable, pk=effect_id).update(
+    claimed = Effect.objects.filter(claimable, pk=effect_id, task=task).update(
         status=Effect.Status.RUNNING, attempts=F("attempts") + 1, started_at=now
     )
     if claimed != 1:

@@ -1,0 +1,143 @@
+"""The production stack, checked statically (no Docker engine here): the compose file against the
+Compose Specification schema and our own rules, the Dockerfile with hadolint, and Django's
+deployment checks with production settings from the environment."""
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+
+import jsonschema
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+
+SCHEMA = ROOT.parent / "shared" / "schemas" / "compose-spec.json"
+APP_SERVICES = {"web", "worker", "beat", "flower"}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+@pytest.mark.skipif(not SCHEMA.exists(), reason="shared/schemas is not beside the checkout")
+def test_the_compose_file_follows_the_compose_specification(compose):
+    schema = json.loads(SCHEMA.read_text())
+    errors = [e.message for e in jsonschema.Draft202012Validator(schema).iter_errors(compose)]
+    assert errors == []
+
+
+def test_compose_runs_every_part_with_a_health_check(compose):
+    services = compose["services"]
+    assert APP_SERVICES | {"redis", "postgres", "mailpit"} <= set(services)
+    for name in APP_SERVICES | {"redis", "postgres", "mailpit"}:
+        assert "test" in services[name]["healthcheck"], name
+        assert services[name]["restart"] == "unless-stopped", name
+    for name in APP_SERVICES:
+        depends = services[name]["depends_on"]
+        assert depends["postgres"]["condition"] == "service_healthy"
+        assert depends["redis"]["condition"] == "service_healthy"
+        assert depends["migrate"]["condition"] == "service_completed_successfully"
+        assert services[name]["env_file"] == ".env"
+    assert "gunicorn" in services["web"]["command"]
+
+
+def test_redis_is_private_persistent_and_password_protected(compose):
+    redis = compose["services"]["redis"]
+    assert "ports" not in redis
+    assert compose["networks"]["backend"]["internal"] is True
+    assert redis["networks"] == ["backend"]
+    command = redis["command"]
+    for option in (
+        "--appendonly yes",
+        "--appendfsync everysec",
+        "--maxmemory-policy noeviction",
+        "--requirepass",
+    ):
+        assert option in command, option
+    assert any(v.endswith(":/data") for v in redis["volumes"])
+    assert "${REDIS_PASSWORD" in compose["x-app"]["environment"]["REDIS_URL"]
+
+
+def test_postgres_keeps_its_data_and_is_not_published(compose):
+    postgres = compose["services"]["postgres"]
+    assert "ports" not in postgres
+    assert any(v.endswith(":/var/lib/postgresql/data") for v in postgres["volumes"])
+
+
+def test_flower_needs_credentials_and_listens_on_loopback_only(compose):
+    flower = compose["services"]["flower"]
+    assert flower["ports"] == ["127.0.0.1:5555:5555"]
+    example = (ROOT / ".env.example").read_text()
+    assert "FLOWER_BASIC_AUTH=" in example
+
+
+def test_mailpit_shows_the_emails(compose):
+    mailpit = compose["services"]["mailpit"]
+    assert any(port.endswith(":8025") for port in mailpit["ports"])
+    assert compose["x-app"]["environment"]["EMAIL_URL"] == "smtp://mailpit:1025"
+
+
+def test_no_secret_is_committed(compose):
+    text = (ROOT / "docker-compose.yml").read_text()
+    for name in (
+        "SECRET_KEY",
+        "POSTGRES_PASSWORD",
+        "REDIS_PASSWORD",
+        "FLOWER_BASIC_AUTH",
+        "METRICS_TOKEN",
+    ):
+        assert f"{name}=" not in text and f"{name}: " not in text.replace(f"{name}: ${{", ""), name
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        if any(word in line for word in ("PASSWORD", "SECRET", "TOKEN", "AUTH")) and "=" in line:
+            assert "change-me" in line, line
+    ignored = subprocess.run(["git", "check-ignore", ".env"], cwd=ROOT, capture_output=True)
+    assert ignored.returncode == 0, ".env must be git-ignored"
+
+
+def test_the_dockerfile_passes_hadolint():
+    hadolint = shutil.which("hadolint") or str(ROOT / ".venv" / "bin" / "hadolint")
+    result = subprocess.run(
+        [hadolint, "--failure-threshold", "error", "Dockerfile"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_image_is_multi_stage_and_runs_unprivileged():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert dockerfile.count("FROM python:3.13-slim") == 2
+    assert "USER 10001" in dockerfile and "HEALTHCHECK" in dockerfile
+    assert "collectstatic" in dockerfile and "PYTHONUNBUFFERED=1" in dockerfile
+
+
+def test_deployment_checks_pass_with_production_settings():
+    env = {
+        **os.environ,
+        "DEBUG": "false",
+        "HTTPS": "true",
+        "SECRET_KEY": secrets.token_urlsafe(48),
+        "ALLOWED_HOSTS": "offload.example.com",
+        "EMAIL_URL": "smtp+tls://mailer:secret@smtp.example.com:587",  # console mail is dev-only
+    }
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_production_refuses_to_start_without_a_secret_key():
+    env = {k: v for k, v in os.environ.items() if k != "SECRET_KEY"} | {"DEBUG": "false"}
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert result.returncode != 0
+    assert "SECRET_KEY" in result.stderr

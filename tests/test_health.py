@@ -1,0 +1,129 @@
+"""Health, readiness, metrics and logs against real processes: gunicorn, a Celery worker and a
+private Redis that the tests stop and start."""
+
+import json
+
+import pytest
+import requests
+
+from project.localredis import LocalRedis
+from tests.conftest import start_web, start_worker, wait_for
+from tests.factories import PASSWORD
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+TOKEN = "test-metrics-token"
+
+
+@pytest.fixture
+def stack(worker_env, tmp_path):
+    """A private Redis, gunicorn and a worker (JSON logs) sharing the test database."""
+    server = LocalRedis().start()
+    env = {
+        **worker_env,
+        "REDIS_URL": server.url,
+        "METRICS_TOKEN": TOKEN,
+        "LOG_FORMAT": "json",
+        "PASSWORD_HASHERS": "django.contrib.auth.hashers.MD5PasswordHasher",
+    }
+    web = start_web(env, tmp_path / "web.log")
+    worker = start_worker(env, tmp_path / "worker.log")
+    yield {"redis": server, "web": web, "worker": worker, "env": env, "tmp": tmp_path}
+    worker.stop()
+    web.stop()
+    server.stop()
+
+
+def get(stack, path, **kwargs):
+    return requests.get(stack["web"].url + path, timeout=10, **kwargs)
+
+
+def metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):  # name may carry labels: effects{status="done",...}
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_healthz_answers_while_the_process_runs(stack):
+    response = get(stack, "/healthz")
+    assert response.status_code == 200 and response.json() == {"status": "ok"}
+
+
+def test_readyz_names_the_part_that_is_missing(stack):
+    ready = get(stack, "/readyz")
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["failing"] == []
+
+    stack["worker"].stop()
+    not_ready = get(stack, "/readyz")
+    assert not_ready.status_code == 503
+    assert not_ready.json()["failing"] == ["worker"]
+
+    stack["worker"] = start_worker(stack["env"], stack["tmp"] / "worker-2.log")
+    wait_for(lambda: get(stack, "/readyz").status_code == 200, what="ready again")
+
+    stack["redis"].stop()
+    no_broker = get(stack, "/readyz")
+    assert no_broker.status_code == 503
+    assert "broker" in no_broker.json()["failing"]
+    assert get(stack, "/healthz").status_code == 200, "alive even when not ready"
+    stack["redis"].start()
+
+
+def test_metrics_need_the_token(stack):
+    assert get(stack, "/metrics").status_code == 401
+    wrong = get(stack, "/metrics", headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+    assert "Unauthorized" in wrong.text and "effects" not in wrong.text
+
+
+def test_metrics_move_when_effects_run(stack):
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    done = 'effects{status="done",task="send_welcome_email"}'
+    before = metric(get(stack, "/metrics", headers=auth).text, done)
+
+    http = requests.Session()
+    http.get(stack["web"].url + "/api/csrf", timeout=5)
+    response = http.post(
+        stack["web"].url + "/api/users",
+        json={"username": "metrics-1", "email": "m1@example.com", "password": PASSWORD},
+        headers={"X-CSRFToken": http.cookies["csrftoken"]},
+        timeout=10,
+    )
+    assert response.status_code == 201
+    text = wait_for(
+        lambda: (
+            (t := get(stack, "/metrics", headers=auth).text) and metric(t, done) == before + 1 and t
+        ),
+        what="the done count to move",
+    )
+    assert metric(text, "celery_broker_up") == 1
+    assert 'celery_queue_depth{queue="emails"}' in text
+    assert metric(text, "effects_dead_letters") == 0
+
+
+def test_the_worker_logs_one_json_line_per_step(stack):
+    http = requests.Session()
+    http.get(stack["web"].url + "/api/csrf", timeout=5)
+    http.post(
+        stack["web"].url + "/api/users",
+        json={"username": "json-1", "email": "j1@example.com", "password": PASSWORD},
+        headers={"X-CSRFToken": http.cookies["csrftoken"]},
+        timeout=10,
+    )
+
+    def effect_lines():
+        lines = []
+        for line in stack["worker"].log().splitlines():
+            if line.startswith("{") and '"effect"' in line:
+                lines.append(json.loads(line))
+        return [
+            e for e in lines if e["task"] == "send_welcome_email" and e["step"] == "done"
+        ] and lines
+
+    lines = wait_for(effect_lines, what="the effect's log lines")
+    steps = [(line["task"], line["step"]) for line in lines if line["task"] == "send_welcome_email"]
+    assert steps == [("send_welcome_email", "started"), ("send_welcome_email", "done")]
+    done = next(line for line in lines if line["step"] == "done")
+    assert {"effect", "user", "attempt", "duration_ms", "time", "level"} <= set(done)
