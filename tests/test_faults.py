@@ -150,8 +150,16 @@ def test_sign_ups_while_redis_is_stopped_for_10_seconds_lose_nothing(
     server = LocalRedis(persistent=True).start()  # as in compose: AOF on
     env = {**worker_env, **FAST_RECOVERY, "REDIS_URL": server.url}
     web = start_web(env, tmp_path / "web.log")
-    worker = start_worker(env, tmp_path / "worker.log")
     beat = start_beat(env, tmp_path / "beat.log")
+    # kombu 5.7.0 can kill a worker when Redis goes away mid-acknowledgement (kombu#970-like:
+    # "Unrecoverable error: AttributeError ... 'hostname'" while restoring unacked messages). In
+    # compose a restart policy brings it back; here a supervisor does the same, and counts.
+    workers = [start_worker(env, tmp_path / "worker-0.log")]
+
+    def supervise() -> None:
+        if workers[-1].process.poll() is not None:
+            workers.append(start_worker(env, tmp_path / f"worker-{len(workers)}.log"))
+
     http = requests.Session()
     http.get(web.url + "/api/csrf", timeout=5)
     statuses, during, outside = Counter(), [], []
@@ -181,14 +189,14 @@ def test_sign_ups_while_redis_is_stopped_for_10_seconds_lose_nothing(
             server.start()
             outage_ended = time.monotonic()
         wait_for(
-            lambda: len(emails_by_recipient(smtp_sink, "k2-")) == 300,
+            lambda: supervise() or len(emails_by_recipient(smtp_sink, "k2-")) == 300,
             timeout=60,
             what="300 welcome emails after Redis came back",
         )
         recovered = time.monotonic() - outage_ended
         deliveries = delivery_figures(smtp_sink, "k2-", 300)
     finally:
-        for service in (beat, worker, web):
+        for service in (beat, *workers, web):
             service.stop()
         server.stop()
 
@@ -198,7 +206,8 @@ def test_sign_ups_while_redis_is_stopped_for_10_seconds_lose_nothing(
         requests_in_outage=len(during),
         p50_ms_outage=round(statistics.median(during), 1), max_ms_outage=round(max(during), 1),
         p50_ms_normal=round(statistics.median(outside), 1), max_ms_normal=round(max(outside), 1),
-        seconds_to_deliver_all_after_redis_returned=round(recovered, 1), **deliveries,
+        seconds_to_deliver_all_after_redis_returned=round(recovered, 1),
+        worker_restarts=len(workers) - 1, **deliveries,
     )  # fmt: skip
     assert statuses == {201: 300}
     assert deliveries["emails_lost"] == 0 and deliveries["emails_duplicated"] == 0
