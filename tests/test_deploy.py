@@ -13,7 +13,7 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.conftest import ROOT
+from project.processes import ROOT
 
 SCHEMA = ROOT.parent / "shared" / "schemas" / "compose-spec.json"
 APP_SERVICES = {"web", "worker", "beat", "flower"}

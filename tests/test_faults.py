@@ -25,7 +25,7 @@ from django.utils import timezone
 from notifications import services
 from notifications.models import LoginActivity
 from project.localredis import LocalRedis
-from tests.conftest import ROOT, start_beat, start_web, start_worker, wait_for
+from project.processes import ROOT, start_beat, start_web, start_worker, wait_for
 from tests.factories import PASSWORD, make_document, make_user
 from workers import tasks
 from workers.models import Effect

