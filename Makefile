@@ -10,7 +10,7 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3; do \
 	v=$$(pyenv versions --bare 2>/dev/null | grep -E '^3\.(1[2-9])(\.[0-9]+)?$$' | sort -V | tail -n 1); \
 	[ -n "$$v" ] && PYENV_VERSION=$$v pyenv which python 2>/dev/null)
 
-.PHONY: run test lint format migrate env clean
+.PHONY: run test bench lint format migrate env clean
 
 $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "No Python >= 3.12 found: install one or pass PYTHON=/path/to/python3.12"; exit 1; }
@@ -32,6 +32,10 @@ run: migrate
 # Every test, with a private Redis unless REDIS_URL is given. Extra pytest flags: make test ARGS="-k x".
 test: $(VENV)/.installed
 	$(BIN)/python -m project.localredis -- $(BIN)/python -m pytest $(ARGS)
+
+# Side-by-side measurements with their own Redis and workers: writes docs/BENCHMARKS.md (~3 min).
+bench: $(VENV)/.installed
+	$(BIN)/python -m bench
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

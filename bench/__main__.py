@@ -28,7 +28,7 @@ def main(argv: list[str]) -> int:
     out = ROOT / "var" / "bench-quick" if args.quick else ROOT / "docs"
     work = ROOT / "var" / "bench"
     shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    (work / "static").mkdir(parents=True)
 
     from project.localredis import LocalRedis
 
@@ -44,6 +44,7 @@ def main(argv: list[str]) -> int:
             REDIS_URL=server.url,
             DATABASE_URL=f"sqlite:///{work / 'bench.sqlite3'}",
             MEDIA_ROOT=str(work / "media"),
+            STATIC_ROOT=str(work / "static"),
             PASSWORD_HASHERS="django.contrib.auth.hashers.MD5PasswordHasher",
             ALLOWED_HOSTS="testserver,127.0.0.1",
             LOG_LEVEL="WARNING",

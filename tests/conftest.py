@@ -17,9 +17,7 @@ from django.conf import settings as django_settings
 from django.db import connection
 
 from project.localredis import free_port
-from project.processes import ROOT, start_worker, wait_for
-
-__all__ = ["ROOT", "wait_for"]  # re-exported for the test modules
+from project.processes import start_worker
 
 
 class SmtpSink:

@@ -2,6 +2,7 @@
 
 import itertools
 
+import requests
 from django.contrib.auth import get_user_model
 from django.core.files.base import ContentFile
 
@@ -15,6 +16,23 @@ def make_user(username: str | None = None, **fields):
     username = username or f"user{next(_numbers)}"
     fields.setdefault("email", f"{username}@example.com")
     return get_user_model().objects.create_user(username=username, password=PASSWORD, **fields)
+
+
+class Visitor(requests.Session):
+    """Someone using a web process we started, over HTTP, with Django's CSRF rules."""
+
+    def __init__(self, base_url: str):
+        super().__init__()
+        self.base_url = base_url
+        self.get(base_url + "/api/csrf", timeout=5).raise_for_status()
+
+    def sign_up(self, username: str) -> requests.Response:
+        return self.post(
+            self.base_url + "/api/users",
+            json={"username": username, "email": f"{username}@example.com", "password": PASSWORD},
+            headers={"X-CSRFToken": self.cookies["csrftoken"]},
+            timeout=10,
+        )
 
 
 def make_document(owner, content: bytes = b"hello", name: str = "notes.txt", **fields):

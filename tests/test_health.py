@@ -8,7 +8,7 @@ import requests
 
 from project.localredis import LocalRedis
 from project.processes import start_web, start_worker, wait_for
-from tests.factories import PASSWORD
+from tests.factories import Visitor
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -83,15 +83,7 @@ def test_metrics_move_when_effects_run(stack):
     done = 'effects{status="done",task="send_welcome_email"}'
     before = metric(get(stack, "/metrics", headers=auth).text, done)
 
-    http = requests.Session()
-    http.get(stack["web"].url + "/api/csrf", timeout=5)
-    response = http.post(
-        stack["web"].url + "/api/users",
-        json={"username": "metrics-1", "email": "m1@example.com", "password": PASSWORD},
-        headers={"X-CSRFToken": http.cookies["csrftoken"]},
-        timeout=10,
-    )
-    assert response.status_code == 201
+    assert Visitor(stack["web"].url).sign_up("metrics-1").status_code == 201
     text = wait_for(
         lambda: (
             (t := get(stack, "/metrics", headers=auth).text) and metric(t, done) == before + 1 and t
@@ -104,14 +96,7 @@ def test_metrics_move_when_effects_run(stack):
 
 
 def test_the_worker_logs_one_json_line_per_step(stack):
-    http = requests.Session()
-    http.get(stack["web"].url + "/api/csrf", timeout=5)
-    http.post(
-        stack["web"].url + "/api/users",
-        json={"username": "json-1", "email": "j1@example.com", "password": PASSWORD},
-        headers={"X-CSRFToken": http.cookies["csrftoken"]},
-        timeout=10,
-    )
+    assert Visitor(stack["web"].url).sign_up("json-1").status_code == 201
 
     def effect_lines():
         lines = []
