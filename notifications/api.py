@@ -10,7 +10,9 @@ from datetime import datetime
 from typing import Annotated
 
 from django.contrib.auth import authenticate, login, logout
+from django.core.exceptions import BadRequest, RequestDataTooBig, SuspiciousOperation
 from django.http import HttpRequest
+from django.http.multipartparser import MultiPartParserError
 from django.middleware.csrf import get_token
 from django.shortcuts import get_object_or_404
 from ninja import File, Form, NinjaAPI, Path, Schema, Status
@@ -24,6 +26,7 @@ from workers.models import Effect
 
 from . import forms, services
 from .models import Document
+from .security import lockout_response
 from .selectors import profile_of
 
 logger = logging.getLogger(__name__)
@@ -131,6 +134,19 @@ def validation_error(request, exc: ValidationError):
     return api.create_response(request, {"detail": "Invalid input.", "errors": errors}, status=400)
 
 
+@api.exception_handler(MultiPartParserError)
+@api.exception_handler(BadRequest)
+@api.exception_handler(SuspiciousOperation)
+def malformed_request(request, exc: Exception):
+    # Found by the fuzzer: a multipart Content-Type without a valid body was a 500.
+    return api.create_response(request, {"detail": "Malformed request body."}, status=400)
+
+
+@api.exception_handler(RequestDataTooBig)
+def request_too_big(request, exc: Exception):
+    return api.create_response(request, {"detail": "Request body too large."}, status=413)
+
+
 @api.exception_handler(Exception)
 def unexpected_error(request, exc: Exception):
     # Never a traceback to the client, whatever DEBUG says; the log has the details.
@@ -157,11 +173,14 @@ def create_user(request, payload: SignUpIn):
     return Status(201, user)
 
 
-@api.post("/session", response={200: UserOut, 401: Error, 403: Error})
+@api.post("/session", response={200: UserOut, 401: Error, 403: Error, 429: Error})
 def create_session(request, payload: Credentials):
     require_csrf(request)
     # authenticate() sends user_login_failed on a bad password, login() sends user_logged_in.
+    # A locked-out client is refused by django-axes before the password is checked.
     user = authenticate(request, username=payload.username, password=payload.password)
+    if getattr(request, "axes_locked_out", False):
+        return lockout_response(request)
     if user is None:
         return Status(401, {"detail": "Wrong username or password."})
     login(request, user)

@@ -5,10 +5,12 @@ does nothing when what it is about has gone (a user deleted before the email was
 """
 
 import logging
+import os
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.exceptions import SuspiciousFileOperation
 from django.core.files.storage import default_storage
 from django.core.mail import EmailMultiAlternatives
 from django.db.models import Count, Sum
@@ -148,6 +150,11 @@ def delete_stored_file(name: str) -> None:
     if Document.objects.filter(file=name).exists():
         logger.info("kept %s: another document still refers to it", name)
         return
+    # The storage's own check is by path only: a symlinked directory inside MEDIA_ROOT would
+    # lead outside it. The real path must stay inside the real MEDIA_ROOT.
+    root = os.path.realpath(settings.MEDIA_ROOT)
+    if os.path.commonpath([root, os.path.realpath(default_storage.path(name))]) != root:
+        raise SuspiciousFileOperation(f"{name!r} resolves outside MEDIA_ROOT")
     default_storage.delete(name)
 
 

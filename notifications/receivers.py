@@ -8,6 +8,8 @@ from django.utils.crypto import salted_hmac
 from workers import tasks
 from workers.offload import offload
 
+from .security import client_ip
+
 User = get_user_model()
 
 
@@ -68,12 +70,6 @@ def notify_share_recipient(sender, document, recipient, shared_by, **kwargs):
         recipient=recipient,
         shared_by_id=shared_by.pk,
     )
-
-
-def client_ip(request) -> str | None:
-    if request is None:
-        return None
-    return request.META.get("REMOTE_ADDR") or None
 
 
 def account_id(username: str) -> int | None:

@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_celery_results",
+    "axes",
     "workers",
     "notifications",
 ]
@@ -52,11 +53,13 @@ MIDDLEWARE = [
     # Serves the static files collected into the image (runserver serves them in development).
     *([] if DEBUG else ["whitenoise.middleware.WhiteNoiseMiddleware"]),
     "django.contrib.sessions.middleware.SessionMiddleware",
+    "notifications.middleware.JsonErrorsForApi",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # turns a locked-out sign-in into a 429
 ]
 
 ROOT_URLCONF = "project.urls"
@@ -106,6 +109,10 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # refuses locked-out clients before any password check
+    "django.contrib.auth.backends.ModelBackend",
+]
 PASSWORD_HASHERS = env.list(
     "PASSWORD_HASHERS", default=["django.contrib.auth.hashers.PBKDF2PasswordHasher"]
 )
@@ -151,9 +158,19 @@ if _mail["EMAIL_BACKEND"].endswith("smtp.EmailBackend"):
     }
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Signal Offload <noreply@example.com>")
 
-# Failed sign-ins: the account owner is alerted at this many failures within the window.
+# Failed sign-ins: the account owner is alerted at this many failures within the window, and
+# the same username from the same address is locked out (429) until the window has passed.
 FAILED_LOGIN_ALERT_THRESHOLD = env.int("FAILED_LOGIN_ALERT_THRESHOLD", default=5)
 FAILED_LOGIN_WINDOW = timedelta(minutes=env.int("FAILED_LOGIN_WINDOW_MINUTES", default=15))
+AXES_FAILURE_LIMIT = env.int("FAILED_LOGIN_LOCKOUT", default=FAILED_LOGIN_ALERT_THRESHOLD)
+AXES_COOLOFF_TIME = FAILED_LOGIN_WINDOW
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_DISABLE_ACCESS_LOG = True  # successful sign-ins are recorded by record_login
+AXES_CLIENT_IP_CALLABLE = "notifications.security.client_ip"
+AXES_LOCKOUT_CALLABLE = "notifications.security.lockout_response"
+# X-Forwarded-For is trusted only through this many proxies of ours (0: not at all).
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
 
 # --- Celery (read by project/celery.py through the CELERY_ namespace) -------------------------
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")

@@ -296,3 +296,19 @@ def test_bad_share_requests_are_400_naming_the_email(api, alice):
 def test_bad_effect_limits_are_400(api, alice):
     for limit in ("0", "-5", "x", "100000"):
         assert api.get("/api/me/effects", limit=limit).status_code == 400
+
+
+def test_a_multipart_header_without_a_valid_body_is_400_not_500(api):
+    """Found by the fuzzer: the CSRF check read request.POST and the parser error escaped."""
+    for path in ("/api/users", "/api/session"):
+        response = api.client.post(
+            path, b'{"username": ""}', content_type="multipart/form-data", headers=api.csrf
+        )
+        assert response.status_code == 400, (path, response.content)
+        assert response.json()["detail"]
+
+
+def test_errors_outside_the_routes_are_json_too(api):
+    response = api.client.put("/api/csrf", headers=api.csrf)
+    assert response.status_code == 405 and response.json() == {"detail": "Method Not Allowed"}
+    assert api.get("/api/no-such-thing").json() == {"detail": "Not Found"}

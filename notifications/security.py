@@ -1,0 +1,31 @@
+"""Who is asking, and what a locked-out client gets back.
+
+Sign-in lockout is decided synchronously by django-axes (settings: AXES_*), before any password
+is checked; only the record of the failure and the alert email are offloaded.
+"""
+
+from django.conf import settings
+from django.http import JsonResponse
+from django.shortcuts import render
+
+
+def client_ip(request) -> str | None:
+    """The client's address. X-Forwarded-For is believed only as far as TRUSTED_PROXY_COUNT
+    proxies of ours appended to it; with none configured, a client cannot pick its address."""
+    if request is None:
+        return None
+    proxies = settings.TRUSTED_PROXY_COUNT
+    header = request.headers.get("X-Forwarded-For", "")
+    forwarded = [address.strip() for address in header.split(",") if address.strip()]
+    if proxies and len(forwarded) >= proxies:
+        return forwarded[-proxies]
+    return request.META.get("REMOTE_ADDR") or None
+
+
+def lockout_response(request, original_response=None, credentials=None):
+    """429 for a locked-out sign-in: JSON for the API, a page for people."""
+    minutes = int(settings.AXES_COOLOFF_TIME.total_seconds() // 60)
+    message = f"Too many failed sign-ins. Try again in {minutes} minutes."
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": message}, status=429)
+    return render(request, "notifications/locked_out.html", {"message": message}, status=429)
