@@ -10,7 +10,7 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3; do \
 	v=$$(pyenv versions --bare 2>/dev/null | grep -E '^3\.(1[2-9])(\.[0-9]+)?$$' | sort -V | tail -n 1); \
 	[ -n "$$v" ] && PYENV_VERSION=$$v pyenv which python 2>/dev/null)
 
-.PHONY: run test bench lint format migrate env clean
+.PHONY: run test bench screenshots lint format migrate env clean
 
 $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "No Python >= 3.12 found: install one or pass PYTHON=/path/to/python3.12"; exit 1; }
@@ -36,6 +36,10 @@ test: $(VENV)/.installed
 # Side-by-side measurements with their own Redis and workers: writes docs/BENCHMARKS.md (~3 min).
 bench: $(VENV)/.installed
 	$(BIN)/python -m bench
+
+# The browser tests, writing their screenshots into docs/screenshots/ (README shows them).
+screenshots: $(VENV)/.installed
+	SCREENSHOT_DIR=$(CURDIR)/docs/screenshots $(BIN)/python -m project.localredis -- $(BIN)/python -m pytest tests/test_browser.py
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

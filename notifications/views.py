@@ -101,11 +101,18 @@ def share_document(request, document_id: int):
 
 @login_required
 def activity(request):
-    context = {
-        "effects": Effect.objects.filter(user=request.user).order_by("-created_at", "-pk")[:50],
-        "profile": profile_of(request.user),
-    }
-    return render(request, "notifications/activity.html", context)
+    return render(request, "notifications/activity.html", activity_context(request.user))
+
+
+@login_required
+def activity_live(request):
+    """The part of the activity page that changes, polled by live.js."""
+    return render(request, "notifications/activity_live.html", activity_context(request.user))
+
+
+def activity_context(user) -> dict:
+    effects = Effect.objects.filter(user=user).order_by("-created_at", "-pk")[:50]
+    return {"effects": effects, "profile": profile_of(user)}
 
 
 def form_errors(form) -> str:

@@ -22,6 +22,7 @@ urlpatterns = [
     path("documents/<int:document_id>/delete", views.delete_document, name="delete_document"),
     path("documents/<int:document_id>/share", views.share_document, name="share_document"),
     path("activity/", views.activity, name="activity"),
+    path("activity/live", views.activity_live, name="activity_live"),
     path("healthz", worker_views.healthz, name="healthz"),
     path("readyz", worker_views.readyz, name="readyz"),
     path("metrics", metrics, name="metrics"),

@@ -52,6 +52,8 @@ class EffectTask(Task):
     # True when running it once for several identical requests is enough (a recount): offload()
     # folds a new request into a pending one with the same arguments.
     coalesce = False
+    # What people see on the activity page.
+    description = ""
 
     def __call__(self, effect_id):
         if type(effect_id) is not int:

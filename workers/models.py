@@ -1,3 +1,4 @@
+from celery import current_app
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
@@ -53,3 +54,15 @@ class Effect(models.Model):
 
     def __str__(self) -> str:
         return f"{self.task} #{self.pk} ({self.status})"
+
+    @property
+    def display_status(self) -> str:
+        """What a person sees: queued, retrying, running, done or dead-lettered."""
+        if self.status == self.Status.PENDING:
+            return "retrying" if self.attempts else "queued"
+        return "dead-lettered" if self.status == self.Status.DEAD else self.status
+
+    @property
+    def description(self) -> str:
+        task = current_app.tasks.get(self.task)
+        return getattr(task, "description", "") or self.task

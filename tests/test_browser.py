@@ -1,0 +1,134 @@
+"""The pages in a real headless browser: Playwright driving Debian's Chromium (never a browser
+download), against the live web process, a real worker and Redis. Screenshots go to
+var/screenshots/, or to SCREENSHOT_DIR (`make screenshots` writes docs/screenshots/)."""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from notifications.models import FailedLogin
+from project.processes import ROOT, wait_for
+from tests.factories import PASSWORD, make_user
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SHOTS = Path(os.environ.get("SCREENSHOT_DIR", ROOT / "var" / "screenshots"))
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(), reason="needs Debian's chromium (apt-get install chromium)"
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API keeps an event loop in this thread; the ORM calls the tests and
+    # their fixtures make between page actions are still plain synchronous code.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            ],
+        )  # fmt: skip
+        yield browser
+        browser.close()
+    del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
+
+
+@pytest.fixture
+def page(chromium, live_server, worker):
+    context = chromium.new_context(
+        base_url=live_server.url, viewport={"width": 1100, "height": 800}
+    )
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    yield page
+    context.close()
+
+
+def shot(page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def sign_up(page, username: str) -> None:
+    page.goto("/signup/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Email").fill(f"{username}@example.com")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Create account").click()
+    page.wait_for_url("**/activity/")
+
+
+def test_the_landing_page_explains_each_action(page):
+    page.goto("/")
+    assert page.get_by_role("heading", name="Django signals, offloaded to Celery").is_visible()
+    assert page.get_by_role("cell", name="custom document_shared").is_visible()
+    shot(page, "home")
+
+
+def test_sign_up_shows_the_welcome_email_go_to_done_without_a_reload(page, smtp_sink):
+    page.goto("/signup/")
+    shot(page, "signup")
+    sign_up(page, "browser-ada")
+    page.evaluate("window.stillTheSamePage = true")
+    welcome = page.locator('tr[data-task="send_welcome_email"]')
+    first_seen = welcome.get_attribute("data-status")
+    wait_for(lambda: welcome.get_attribute("data-status") == "done", what="the welcome email: done")
+    assert page.evaluate("window.stillTheSamePage") is True, "the page was reloaded"
+    assert first_seen in ("queued", "running", "done")
+    assert welcome.locator(".status").inner_text() == "done"
+    wait_for(lambda: smtp_sink.to("browser-ada@example.com"), what="the email itself")
+    wait_for(lambda: page.locator("#login-count").inner_text() == "1", what="the sign-in counted")
+    shot(page, "activity")
+
+
+def test_upload_replace_delete_update_counters_and_remove_files(page, media_root, tmp_path):
+    sign_up(page, "browser-sam")
+    first = tmp_path / "plan.txt"
+    first.write_bytes(b"first version")
+    page.goto("/documents/")
+    page.get_by_label("Title").fill("Plan")
+    page.get_by_label("File", exact=True).set_input_files(str(first))
+    page.get_by_role("button", name="Upload").click()
+    assert page.get_by_role("status").get_by_text("Uploaded “Plan”.").is_visible()
+    stored = sorted(p for p in (media_root / "documents").rglob("plan*.txt"))[-1]
+
+    page.goto("/activity/")
+    wait_for(lambda: page.locator("#document-count").inner_text() == "1", what="document count 1")
+    assert page.locator("#storage-bytes").inner_text() == "13\xa0bytes"
+
+    second = tmp_path / "plan-v2.txt"
+    second.write_bytes(b"v2")
+    page.goto("/documents/")
+    page.get_by_label("New file for Plan").set_input_files(str(second))
+    page.get_by_role("button", name="Replace").click()
+    wait_for(lambda: not stored.exists(), what="the replaced file to be deleted")
+    shot(page, "documents")
+
+    page.get_by_role("button", name="Delete").click()
+    page.goto("/activity/")
+    wait_for(lambda: page.locator("#document-count").inner_text() == "0", what="document count 0")
+    assert not list((media_root / "documents").rglob("plan-v2*.txt"))
+    assert page.locator('tr[data-task="delete_stored_file"][data-status="done"]').count() == 2
+
+
+def test_a_wrong_password_shows_an_error_and_records_the_attempt(page):
+    user = make_user("browser-mo")
+    page.goto("/login/")
+    page.get_by_label("Username").fill(user.username)
+    page.get_by_label("Password").fill("not the password")
+    page.get_by_role("button", name="Log in").click()
+    assert page.get_by_text("Please enter a correct username and password").is_visible()
+    shot(page, "login-error")
+    wait_for(lambda: FailedLogin.objects.filter(user=user).exists(), what="the failed attempt")
