@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar
 
 import requests
 
@@ -40,11 +41,17 @@ class Service:
     worker's pool, gunicorn's workers). Its output goes to ``log_path``.
     """
 
+    started: ClassVar[list["Service"]] = []  # every one ever started, to check none is left
+
     def __init__(
         self, argv: list[str], env: dict, log_path: Path, ready: Callable[["Service"], bool]
     ):
         self.argv, self.env, self.log_path, self.ready = argv, env, log_path, ready
         self.process: subprocess.Popen | None = None
+
+    @classmethod
+    def still_running(cls) -> list["Service"]:
+        return [s for s in cls.started if s.process and s.process.poll() is None]
 
     def start(self, timeout: float = 30.0) -> "Service":
         with open(self.log_path, "wb") as log:
@@ -52,6 +59,7 @@ class Service:
                 self.argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )  # fmt: skip
+        Service.started.append(self)
         wait_for(
             lambda: self.process.poll() is not None or self.ready(self),
             timeout,

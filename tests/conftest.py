@@ -17,7 +17,7 @@ from django.conf import settings as django_settings
 from django.db import connection
 
 from project.localredis import free_port
-from project.processes import start_worker
+from project.processes import Service, start_worker
 
 
 class SmtpSink:
@@ -40,7 +40,17 @@ class SmtpSink:
         return "250 Message accepted"
 
     def to(self, address: str) -> list[email.message.EmailMessage]:
-        return [m for m in self.messages if address in m["X-Envelope-To"]]
+        return [m for m in self.messages if address in m["X-Envelope-To"].split(", ")]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_left_behind():
+    """Every process a test starts must be stopped by that test; the run fails otherwise."""
+    yield
+    leaked = Service.still_running()
+    for service in leaked:
+        service.kill()
+    assert not leaked, f"processes left running: {[s.argv[2:5] for s in leaked]}"
 
 
 @pytest.fixture(scope="session")

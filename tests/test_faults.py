@@ -209,9 +209,9 @@ def test_sign_ups_while_redis_is_stopped_for_10_seconds_lose_nothing(
 def test_the_relay_restores_effects_redis_lost(worker_env, tmp_path, smtp_sink, figures):
     server = LocalRedis(persistent=False).start()
     env = {**worker_env, **FAST_RECOVERY, "REDIS_URL": server.url}
-    web = start_web(env, tmp_path / "web.log")
+    services = [start_web(env, tmp_path / "web.log")]
     try:
-        visitor = Visitor(web.url)
+        visitor = Visitor(services[0].url)
         for i in range(50):
             assert visitor.sign_up(f"k3-{i}").status_code == 201
         queued = redis.Redis.from_url(server.url).llen("emails")
@@ -224,16 +224,15 @@ def test_the_relay_restores_effects_redis_lost(worker_env, tmp_path, smtp_sink, 
         lost_in_redis = queued - redis.Redis.from_url(server.url).llen("emails")
 
         restart = time.monotonic()
-        worker = start_worker(env, tmp_path / "worker.log")
-        beat = start_beat(env, tmp_path / "beat.log")
+        services.append(start_worker(env, tmp_path / "worker.log"))
+        services.append(start_beat(env, tmp_path / "beat.log"))
         wait_for(
             lambda: len(emails_by_recipient(smtp_sink, "k3-")) == 50, timeout=45, what="50 emails"
         )
         restored = time.monotonic() - restart
-        beat.stop()
-        worker.stop()
     finally:
-        web.stop()
+        for service in reversed(services):
+            service.stop()
         server.stop()
 
     deliveries = delivery_figures(smtp_sink, "k3-", 50)

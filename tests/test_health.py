@@ -26,12 +26,16 @@ def stack(worker_env, tmp_path):
         "LOG_FORMAT": "json",
         "PASSWORD_HASHERS": "django.contrib.auth.hashers.MD5PasswordHasher",
     }
-    web = start_web(env, tmp_path / "web.log")
-    worker = start_worker(env, tmp_path / "worker.log")
-    yield {"redis": server, "web": web, "worker": worker, "env": env, "tmp": tmp_path}
-    worker.stop()
-    web.stop()
-    server.stop()
+    stack = {"redis": server, "env": env, "tmp": tmp_path}
+    try:
+        stack["web"] = start_web(env, tmp_path / "web.log")
+        stack["worker"] = start_worker(env, tmp_path / "worker.log")
+        yield stack
+    finally:
+        # Whatever the test left in the stack (it may have replaced the worker) is stopped.
+        for name in ("worker", "web", "redis"):
+            if name in stack:
+                stack[name].stop()
 
 
 def get(stack, path, **kwargs):
