@@ -26,10 +26,20 @@ class Visitor(requests.Session):
         self.base_url = base_url
         self.get(base_url + "/api/csrf", timeout=5).raise_for_status()
 
-    def sign_up(self, username: str) -> requests.Response:
+    def sign_up(self, username: str, password: str = PASSWORD) -> requests.Response:
+        return self.send_json(
+            "/api/users",
+            {"username": username, "email": f"{username}@example.com", "password": password},
+        )
+
+    def sign_in(self, username: str, password: str = PASSWORD) -> requests.Response:
+        return self.send_json("/api/session", {"username": username, "password": password})
+
+    def send_json(self, path: str, body: dict) -> requests.Response:
+        """POST with the CSRF token Django expects (it changes at sign-in: read it each time)."""
         return self.post(
-            self.base_url + "/api/users",
-            json={"username": username, "email": f"{username}@example.com", "password": PASSWORD},
+            self.base_url + path,
+            json=body,
             headers={"X-CSRFToken": self.cookies["csrftoken"]},
             timeout=10,
         )

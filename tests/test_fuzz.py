@@ -11,7 +11,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from notifications.api import api
-from tests.factories import PASSWORD, make_document, make_user
+from tests.factories import Visitor, make_document, make_user
 
 EXAMPLES = 30  # per operation; 12 operations
 
@@ -32,15 +32,8 @@ def signed_in(live_server, transactional_db) -> requests.Session:
     """A browser-like session of a user who owns a document."""
     user = make_user("fuzzer", email="fuzzer@example.com")
     make_document(user)
-    session = requests.Session()
-    session.get(live_server.url + "/api/csrf", timeout=5)
-    response = session.post(
-        live_server.url + "/api/session",
-        json={"username": "fuzzer", "password": PASSWORD},
-        headers={"X-CSRFToken": session.cookies["csrftoken"]},
-        timeout=5,
-    )
-    assert response.status_code == 200
+    session = Visitor(live_server.url)
+    assert session.sign_in("fuzzer").status_code == 200
     return session
 
 

@@ -239,25 +239,11 @@ def test_a_password_never_reaches_a_store_a_log_or_a_message(
     watcher.start()
     wait_for(lambda: broker.ping())
 
-    visitor = Visitor(live_server.url)
-    response = visitor.post(
-        live_server.url + "/api/users",
-        json={"username": "sentinel-owner", "email": "s@example.com", "password": SENTINEL},
-        headers={"X-CSRFToken": visitor.cookies["csrftoken"]},
-        timeout=10,
-    )
-    assert response.status_code == 201
+    assert Visitor(live_server.url).sign_up("sentinel-owner", SENTINEL).status_code == 201
     victims = [make_user(f"victim-{i}") for i in range(5)]
     for i in range(50):
         if i % 2:  # the sentinel is the right password: 25 successful sign-ins
-            session = Visitor(live_server.url)
-            ok = session.post(
-                live_server.url + "/api/session",
-                json={"username": "sentinel-owner", "password": SENTINEL},
-                headers={"X-CSRFToken": session.cookies["csrftoken"]},
-                timeout=10,
-            )
-            assert ok.status_code == 200
+            assert Visitor(live_server.url).sign_in("sentinel-owner", SENTINEL).status_code == 200
         else:  # typed into someone else's account, through the HTML form: 25 failures
             page = requests.Session()
             page.get(live_server.url + "/login/", timeout=10)
