@@ -41,6 +41,7 @@ def _broker_ok() -> bool:
 
 def _worker_ok() -> bool:
     try:
-        return bool(app.control.ping(timeout=1.0))
+        # One live worker is enough: stop at the first reply instead of waiting out the timeout.
+        return bool(app.control.ping(timeout=1.0, limit=1))
     except Exception:  # noqa: BLE001
         return False
