@@ -52,14 +52,20 @@ def documents(request):
         document = services.create_document(request.user, **form.cleaned_data)
         messages.success(request, f"Uploaded “{document.title}”.")
         return redirect("documents")
+    return documents_page(request, form)
+
+
+def documents_page(request, form=None, row_errors=None):
+    """The documents page. ``row_errors`` ({document id: invalid form}) shows a row's errors
+    beside its field; any error makes it a 400."""
+    row_errors = row_errors or {}
     context = {
-        "form": form,
-        "documents": Document.objects.filter(owner=request.user),
+        "form": form or forms.DocumentForm(),
+        "rows": [(d, row_errors.get(d.pk)) for d in Document.objects.filter(owner=request.user)],
         "profile": profile_of(request.user),
     }
-    return render(
-        request, "notifications/documents.html", context, status=400 if form.errors else 200
-    )
+    invalid = bool(row_errors) or bool(form is not None and form.errors)
+    return render(request, "notifications/documents.html", context, status=400 if invalid else 200)
 
 
 @login_required
@@ -67,13 +73,12 @@ def documents(request):
 def replace_file(request, document_id: int):
     document = get_object_or_404(Document, pk=document_id, owner=request.user)
     form = forms.ReplaceFileForm(request.POST, request.FILES)
-    if form.is_valid():
-        services.replace_file(document, form.cleaned_data["file"])
-        messages.success(
-            request, f"Replaced the file of “{document.title}”; the old one will be deleted."
-        )
-    else:
-        messages.error(request, form_errors(form))
+    if not form.is_valid():
+        return documents_page(request, row_errors={document.pk: form})
+    services.replace_file(document, form.cleaned_data["file"])
+    messages.success(
+        request, f"Replaced the file of “{document.title}”; the old one will be deleted."
+    )
     return redirect("documents")
 
 
@@ -91,11 +96,10 @@ def delete_document(request, document_id: int):
 def share_document(request, document_id: int):
     document = get_object_or_404(Document, pk=document_id, owner=request.user)
     form = forms.ShareForm(request.POST)
-    if form.is_valid():
-        services.share_document(document, form.cleaned_data["email"], request.user)
-        messages.success(request, f"Shared “{document.title}”; the recipient will be emailed.")
-    else:
-        messages.error(request, form_errors(form))
+    if not form.is_valid():
+        return documents_page(request, row_errors={document.pk: form})
+    services.share_document(document, form.cleaned_data["email"], request.user)
+    messages.success(request, f"Shared “{document.title}”; the recipient will be emailed.")
     return redirect("documents")
 
 
@@ -113,7 +117,3 @@ def activity_live(request):
 def activity_context(user) -> dict:
     effects = Effect.objects.filter(user=user).order_by("-created_at", "-pk")[:50]
     return {"effects": effects, "profile": profile_of(user)}
-
-
-def form_errors(form) -> str:
-    return " ".join(f"{field}: {' '.join(errors)}" for field, errors in form.errors.items())

@@ -105,11 +105,22 @@ def test_a_bad_upload_on_the_page_is_a_400_with_the_error(client, signed_in, set
     assert not Document.objects.exists()
 
 
-def test_a_bad_share_address_is_reported_and_nothing_is_sent(client, signed_in):
+def test_a_bad_share_address_is_shown_beside_its_field_and_nothing_is_sent(client, signed_in):
     document = make_document(signed_in)
-    response = client.post(f"/documents/{document.pk}/share", {"email": "no"}, follow=True)
-    assert "email" in response.content.decode()
+    response = client.post(f"/documents/{document.pk}/share", {"email": "no"})
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert f'id="share-{document.pk}-error">Enter a valid email address.' in html
+    assert f'aria-describedby="share-{document.pk}-error"' in html
     assert "send_share_email" not in tasks_of(signed_in)
+
+
+def test_a_replace_without_a_file_is_shown_beside_its_field(client, signed_in):
+    document = make_document(signed_in)
+    response = client.post(f"/documents/{document.pk}/file", {})
+    assert response.status_code == 400
+    assert f'id="replace-{document.pk}-error">This field is required.' in response.content.decode()
+    assert "delete_stored_file" not in tasks_of(signed_in)
 
 
 def test_someone_elses_document_is_404_on_the_page(client, signed_in):
