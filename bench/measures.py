@@ -5,6 +5,7 @@ order, so drift and warm-up fall on every variant alike.
 """
 
 import json
+import os
 import statistics
 import threading
 import time
@@ -135,7 +136,7 @@ def request_overhead(rounds: int) -> dict:
                 name: partial(sign_up, receiver, variant=v)
                 for v, (name, receiver) in enumerate(receivers_by_variant.items())
             }
-            results = interleaved({name: fn for name, fn in variants.items()}, rounds)
+            results = interleaved(variants, rounds)
     finally:
         post_save.connect(receivers.welcome_new_user, sender=User, dispatch_uid="welcome_new_user")
         sink.stop()
@@ -261,8 +262,6 @@ def throughput(n: int, broker: redis.Redis, work: Path) -> dict:
 
 
 def worker_env() -> dict:
-    import os
-
     return {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 

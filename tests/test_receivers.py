@@ -1,6 +1,7 @@
 """Receivers at their seam: the right effect with the right arguments, recorded in the caller's
 transaction and published only after it commits."""
 
+import base64
 import json
 
 import pytest
@@ -55,7 +56,7 @@ def test_it_publishes_only_the_effect_id_and_only_after_commit(
     message = json.loads(broker.lpop("emails"))
     [effect] = effects("send_welcome_email")
     assert message["headers"]["task"] == "send_welcome_email"
-    body = json.loads(__import__("base64").b64decode(message["body"]))
+    body = json.loads(base64.b64decode(message["body"]))
     assert body[0] == [effect.pk]  # positional args: the id, nothing else
     assert user.email not in json.dumps(message)
 

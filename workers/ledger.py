@@ -155,10 +155,14 @@ def prune(days: int) -> int:
     return deleted
 
 
+def oldest_pending_seconds() -> float:
+    """How long the oldest pending effect has waited (0 when none is pending)."""
+    oldest = Effect.objects.filter(status=Effect.Status.PENDING).aggregate(t=Min("created_at"))["t"]
+    return (timezone.now() - oldest).total_seconds() if oldest else 0.0
+
+
 def summary() -> dict:
-    """Counts by status and the age of the oldest pending effect, for people and metrics."""
+    """Counts by status and the age of the oldest pending effect (`manage.py effects`)."""
     counts = dict.fromkeys(Effect.Status.values, 0)
     counts.update(Effect.objects.values_list("status").annotate(n=Count("pk")).order_by())
-    oldest = Effect.objects.filter(status=Effect.Status.PENDING).aggregate(t=Min("created_at"))["t"]
-    age = (timezone.now() - oldest).total_seconds() if oldest else 0.0
-    return {"counts": counts, "oldest_pending_seconds": age}
+    return {"counts": counts, "oldest_pending_seconds": oldest_pending_seconds()}

@@ -7,9 +7,8 @@ reports the same numbers (no per-process counters to add up).
 import hmac
 
 from django.conf import settings
-from django.db.models import Count, Min
+from django.db.models import Count
 from django.http import HttpResponse
-from django.utils import timezone
 from kombu.exceptions import ChannelError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -17,6 +16,7 @@ from prometheus_client.registry import Collector
 
 from project.celery import app
 
+from . import ledger
 from .models import Effect
 
 
@@ -30,17 +30,16 @@ class LedgerCollector(Collector):
             effects.add_metric([status, task], count)
         yield effects
 
-        pending = Effect.objects.filter(status=Effect.Status.PENDING)
-        oldest = pending.aggregate(t=Min("created_at"))["t"]
         yield GaugeMetricFamily(
             "effects_oldest_pending_seconds",
             "Age of the oldest pending effect (0 when none is pending).",
-            value=(timezone.now() - oldest).total_seconds() if oldest else 0.0,
+            value=ledger.oldest_pending_seconds(),
         )
+        unpublished = Effect.objects.filter(status=Effect.Status.PENDING, published_at__isnull=True)
         yield GaugeMetricFamily(
             "effects_unpublished",
             "Pending effects that never reached the broker (failed publishes awaiting the relay).",
-            value=pending.filter(published_at__isnull=True).count(),
+            value=unpublished.count(),
         )
         yield GaugeMetricFamily(
             "effects_dead_letters",

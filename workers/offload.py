@@ -4,7 +4,7 @@ A receiver calls ``offload(task, user=..., **args)``. The effect is written to t
 caller's transaction and its id is published to Redis only once that transaction commits, so a
 rolled-back change triggers nothing and a worker never sees a row that does not exist yet. If
 the publish fails, or the process dies before it, the effect is still in the ledger and the relay
-(workers/relay.py) publishes it.
+(``relay()`` in workers/ledger.py) publishes it.
 """
 
 import hashlib
