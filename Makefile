@@ -27,11 +27,11 @@ migrate: $(VENV)/.installed
 # Web (127.0.0.1:8000), worker, beat and Flower (127.0.0.1:5555), logs interleaved.
 # Without REDIS_URL a private Redis-compatible server is started on a free port and stopped on exit.
 run: migrate
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m project.localredis -- $(BIN)/honcho start -f Procfile
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m devtools.localredis -- $(BIN)/honcho start -f Procfile
 
 # Every test, with a private Redis unless REDIS_URL is given. Extra pytest flags: make test ARGS="-k x".
 test: $(VENV)/.installed
-	$(BIN)/python -m project.localredis -- $(BIN)/python -m pytest $(ARGS)
+	$(BIN)/python -m devtools.localredis -- $(BIN)/python -m pytest $(ARGS)
 
 # Side-by-side measurements with their own Redis and workers: writes docs/BENCHMARKS.md (~3 min).
 bench: $(VENV)/.installed
@@ -39,7 +39,7 @@ bench: $(VENV)/.installed
 
 # The browser tests, writing their screenshots into docs/screenshots/ (README shows them).
 screenshots: $(VENV)/.installed
-	SCREENSHOT_DIR=$(CURDIR)/docs/screenshots $(BIN)/python -m project.localredis -- $(BIN)/python -m pytest tests/test_browser.py
+	SCREENSHOT_DIR=$(CURDIR)/docs/screenshots $(BIN)/python -m devtools.localredis -- $(BIN)/python -m pytest tests/test_browser.py
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

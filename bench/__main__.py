@@ -30,7 +30,7 @@ def main(argv: list[str]) -> int:
     shutil.rmtree(work, ignore_errors=True)
     (work / "static").mkdir(parents=True)
 
-    from project.localredis import LocalRedis
+    from devtools.localredis import LocalRedis
 
     with LocalRedis(directory=str(work)) as server:
         # Everything below (this process and the workers) runs with production settings

@@ -22,11 +22,11 @@ from django.db.models.signals import post_save
 from django.test import Client, override_settings
 
 from bench.tasks import bench_bare, bench_effect
+from devtools.localredis import free_port
+from devtools.processes import start_worker, wait_for
 from notifications import effects, receivers
-from project.localredis import free_port
-from project.processes import start_worker, wait_for
-from workers.models import Effect
-from workers.offload import offload, publish
+from offload.models import Effect
+from offload.outbox import offload, publish
 
 User = get_user_model()
 
@@ -97,7 +97,7 @@ def request_overhead(rounds: int) -> dict:
 
     def synchronous(sender, instance, created, raw=False, **kwargs):
         if created and not raw:
-            effects.send_welcome_email(instance.pk)  # the work itself, in the request
+            effects.welcome_email(instance.pk).send()  # the work itself, in the request
 
     def on_commit_delay(sender, instance, created, raw=False, **kwargs):
         if created and not raw:  # Celery's delay_on_commit: publish after commit, no ledger

@@ -11,7 +11,7 @@ import redis
 from celery import shared_task
 from django.conf import settings
 
-from workers.base import EffectTask
+from offload import EffectTask
 
 
 @cache
@@ -31,7 +31,8 @@ def bench_effect(n: int) -> None:
     mark("effect", n)
 
 
-@shared_task(name="bench_bare", ignore_result=True)
+# The same acknowledgement as an effect (EffectTask acknowledges late), so only the ledger differs.
+@shared_task(name="bench_bare", ignore_result=True, acks_late=True, reject_on_worker_lost=True)
 def bench_bare(n: int) -> None:
     """A bare Celery task: no ledger, the same side effect."""
     mark("bare", n)

@@ -22,7 +22,7 @@ from ninja.security import django_auth
 from ninja.utils import check_csrf
 from pydantic import Field
 
-from workers.models import Effect
+from offload.models import Effect
 
 from . import forms, services
 from .models import Document

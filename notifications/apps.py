@@ -6,7 +6,7 @@ class NotificationsConfig(AppConfig):
 
     def ready(self):
         # Every receiver of the project, in one place. Each only records an effect; the work
-        # runs in a Celery worker (see workers/tasks.py and notifications/effects.py).
+        # runs in a Celery worker (see tasks.py and effects.py).
         from django.contrib.auth import get_user_model
         from django.contrib.auth.signals import user_logged_in, user_login_failed
         from django.db.models.signals import post_delete, post_save

@@ -1,12 +1,13 @@
-"""What the workers actually do: plain functions, one per effect, called by workers/tasks.py.
+"""What the workers actually do: plain functions, one per effect, called by tasks.py.
 
 Each is safe to run again: it re-reads its objects by id, recomputes rather than increments, and
-does nothing when what it is about has gone (a user deleted before the email was sent).
+does nothing when what it is about has gone (a user deleted before the email was sent). An email
+is composed here and returned; the task sends it. A follow-up effect (the new sign-in email, the
+failed-login alert) is decided here and offloaded by the task.
 """
 
 import logging
 import os
-from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -18,36 +19,24 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from workers import tasks
-from workers.base import current_effect
-from workers.offload import offload
-
 from .models import Document, FailedLogin, LoginActivity, Profile
 
 logger = logging.getLogger(__name__)
 User = get_user_model()
 
 
-def send_email(template: str, subject: str, to: str, context: dict) -> None:
-    """Send ``notifications/email/<template>.txt`` with its ``.html`` twin as the alternative."""
+def email(template: str, subject: str, to: str, context: dict) -> EmailMultiAlternatives:
+    """``notifications/email/<template>.txt`` with its ``.html`` twin as the alternative."""
     context = {"site_url": settings.SITE_URL, **context}
-    headers = {}
-    if effect := current_effect.get():
-        # The same effect always sends the same Message-ID: should a worker die after the SMTP
-        # server took the message but before the ledger said done, the repeat is a duplicate
-        # that mail clients and the tests recognise as such.
-        domain = urlsplit(settings.SITE_URL).hostname or "localhost"
-        headers["Message-ID"] = f"<effect-{effect.pk}.{effect.created_at:%Y%m%d%H%M%S%f}@{domain}>"
     message = EmailMultiAlternatives(
         subject=subject,
         body=render_to_string(f"notifications/email/{template}.txt", context),
         to=[to],
-        headers=headers,
     )
     message.attach_alternative(
         render_to_string(f"notifications/email/{template}.html", context), "text/html"
     )
-    message.send()
+    return message
 
 
 def timestamp(value: str):
@@ -58,18 +47,19 @@ def timestamp(value: str):
     return parsed
 
 
-def send_welcome_email(user_id: int) -> None:
+def welcome_email(user_id: int) -> EmailMultiAlternatives | None:
     user = User.objects.filter(pk=user_id, is_active=True).first()
     if user is None or not user.email:
-        return
-    send_email("welcome", "Welcome aboard", user.email, {"user": user})
+        return None
+    return email("welcome", "Welcome aboard", user.email, {"user": user})
 
 
-def record_login(user_id: int, ip: str | None, user_agent: str, at: str) -> None:
-    """Store the sign-in, refresh the login counters, and ask for a "new sign-in" email when the
-    IP address or the browser was never seen for this user before (not for a first sign-in)."""
+def record_login(user_id: int, ip: str | None, user_agent: str, at: str) -> LoginActivity | None:
+    """Store the sign-in and refresh the login counters. The record says ``new_device`` when the
+    IP address or the browser was never seen for this user before (not for a first sign-in):
+    then the user gets a "new sign-in" email."""
     if not User.objects.filter(pk=user_id).exists():
-        return
+        return None
     # Lock the profile row: two sign-ins of one user are recorded one after the other, so the
     # new-device check and the counters see each other.
     Profile.objects.select_for_update().get_or_create(user_id=user_id)
@@ -86,20 +76,22 @@ def record_login(user_id: int, ip: str | None, user_agent: str, at: str) -> None
         last_login_at=latest.at,
         last_login_ip=latest.ip,
     )
-    if new_device:
-        offload(tasks.send_new_sign_in_email, user=user_id, login_id=login.pk)
+    return login
 
 
-def send_new_sign_in_email(login_id: int) -> None:
+def new_sign_in_email(login_id: int) -> EmailMultiAlternatives | None:
     login = LoginActivity.objects.select_related("user").filter(pk=login_id).first()
     if login is None or not login.user.email:
-        return
-    send_email("new_sign_in", "New sign-in to your account", login.user.email, {"login": login})
+        return None
+    return email("new_sign_in", "New sign-in to your account", login.user.email, {"login": login})
 
 
-def record_failed_login(username_hash: str, ip: str | None, at: str, user_id: int | None) -> None:
-    """Store the failure and, once ``FAILED_LOGIN_ALERT_THRESHOLD`` failures for an existing
-    account fall inside ``FAILED_LOGIN_WINDOW``, ask for one alert email for that window."""
+def record_failed_login(
+    username_hash: str, ip: str | None, at: str, user_id: int | None
+) -> FailedLogin:
+    """Store the failure. Once ``FAILED_LOGIN_ALERT_THRESHOLD`` failures for an existing account
+    fall inside ``FAILED_LOGIN_WINDOW``, the failure that crossed it is marked ``alerted``: the
+    account owner gets one alert email for that window."""
     if user_id is not None and not User.objects.filter(pk=user_id).exists():
         user_id = None
     if user_id is not None:
@@ -108,7 +100,7 @@ def record_failed_login(username_hash: str, ip: str | None, at: str, user_id: in
         username_hash=username_hash, ip=ip, at=timestamp(at), user_id=user_id
     )
     if user_id is None:
-        return
+        return failure
     recent = FailedLogin.objects.filter(
         user_id=user_id, at__gte=timezone.now() - settings.FAILED_LOGIN_WINDOW
     )
@@ -116,17 +108,18 @@ def record_failed_login(username_hash: str, ip: str | None, at: str, user_id: in
         recent.count() >= settings.FAILED_LOGIN_ALERT_THRESHOLD
         and not recent.filter(alerted=True).exists()
     ):
-        FailedLogin.objects.filter(pk=failure.pk).update(alerted=True)
-        offload(tasks.send_failed_login_alert, user=user_id, failed_login_id=failure.pk)
+        failure.alerted = True
+        failure.save(update_fields=["alerted"])
+    return failure
 
 
-def send_failed_login_alert(failed_login_id: int) -> None:
+def failed_login_alert(failed_login_id: int) -> EmailMultiAlternatives | None:
     failure = FailedLogin.objects.select_related("user").filter(pk=failed_login_id).first()
     if failure is None or failure.user is None or not failure.user.email:
-        return
+        return None
     window = settings.FAILED_LOGIN_WINDOW
     recent = FailedLogin.objects.filter(user=failure.user, at__gte=failure.at - window)
-    send_email(
+    return email(
         "failed_login_alert",
         "Failed sign-in attempts on your account",
         failure.user.email,
@@ -171,12 +164,14 @@ def refresh_profile_counters(user_id: int) -> None:
     )
 
 
-def send_share_email(document_id: int, recipient: str, shared_by_id: int) -> None:
+def share_email(
+    document_id: int, recipient: str, shared_by_id: int
+) -> EmailMultiAlternatives | None:
     document = Document.objects.filter(pk=document_id).first()
     sharer = User.objects.filter(pk=shared_by_id).first()
     if document is None or sharer is None:
-        return
-    send_email(
+        return None
+    return email(
         "document_shared",
         f"{sharer.get_username()} shared “{document.title}” with you",
         recipient,

@@ -1,13 +1,12 @@
 """Signal receivers. Each reads ids off the signal, makes a cheap check, and hands the work to
-``offload()``: no email, no storage call, no recount happens here. Wired in apps.py."""
+its task with ``task.offload(...)``: recorded in this transaction, run by a worker after the
+commit. No email, no storage call, no recount happens here. Wired in apps.py."""
 
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
-from workers import tasks
-from workers.offload import offload
-
+from . import tasks
 from .security import client_ip
 
 User = get_user_model()
@@ -15,13 +14,11 @@ User = get_user_model()
 
 def welcome_new_user(sender, instance, created, raw=False, **kwargs):
     if created and not raw:
-        offload(tasks.send_welcome_email, user=instance.pk, user_id=instance.pk)
+        tasks.send_welcome_email.offload(user_id=instance.pk)
 
 
 def record_login(sender, request, user, **kwargs):
-    offload(
-        tasks.record_login,
-        user=user.pk,
+    tasks.record_login.offload(
         user_id=user.pk,
         ip=client_ip(request),
         user_agent=request.headers.get("User-Agent", "")[:300] if request else "",
@@ -34,9 +31,7 @@ def record_failed_login(sender, credentials, request=None, **kwargs):
     # the username, so the records can be grouped per account without storing what was typed.
     username = str(credentials.get("username", ""))
     user_id = account_id(username)
-    offload(
-        tasks.record_failed_login,
-        user=user_id,
+    tasks.record_failed_login.offload(
         username_hash=salted_hmac(
             "failed-login", username.casefold(), algorithm="sha256"
         ).hexdigest(),
@@ -49,23 +44,21 @@ def record_failed_login(sender, credentials, request=None, **kwargs):
 def delete_replaced_file(sender, instance, created, raw=False, **kwargs):
     old = instance.stored_file_name
     if not created and not raw and old and old != instance.file.name:
-        offload(tasks.delete_stored_file, user=instance.owner_id, name=old)
+        tasks.delete_stored_file.offload(name=old, owner_id=instance.owner_id)
 
 
 def delete_removed_file(sender, instance, **kwargs):
     if instance.stored_file_name:
-        offload(tasks.delete_stored_file, user=instance.owner_id, name=instance.stored_file_name)
+        tasks.delete_stored_file.offload(name=instance.stored_file_name, owner_id=instance.owner_id)
 
 
 def refresh_owner_counters(sender, instance, raw=False, **kwargs):
     if not raw:
-        offload(tasks.refresh_profile_counters, user=instance.owner_id, user_id=instance.owner_id)
+        tasks.refresh_profile_counters.offload(user_id=instance.owner_id)
 
 
 def notify_share_recipient(sender, document, recipient, shared_by, **kwargs):
-    offload(
-        tasks.send_share_email,
-        user=shared_by.pk,
+    tasks.send_share_email.offload(
         document_id=document.pk,
         recipient=recipient,
         shared_by_id=shared_by.pk,

@@ -1,5 +1,5 @@
 """The writes behind the API and the pages. Each runs in one transaction, so the signals it
-fires record their effects atomically with the change (see workers/offload.py)."""
+fires record their effects atomically with the change (see offload/outbox.py)."""
 
 from django.contrib.auth import get_user_model
 from django.core.files.uploadedfile import UploadedFile

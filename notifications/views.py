@@ -4,7 +4,6 @@ Sign-in and sign-out are Django's own auth views (see project/urls.py), so the r
 user_logged_in / user_login_failed signals fire.
 """
 
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
@@ -12,16 +11,11 @@ from django.db import transaction
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from workers.models import Effect
+from offload.models import Effect
 
 from . import forms, services
 from .models import Document
 from .selectors import profile_of
-
-
-def links(request):
-    """Template context: where the dashboards live."""
-    return {"flower_url": settings.FLOWER_URL, "mailpit_url": settings.MAILPIT_URL}
 
 
 def home(request):

@@ -4,24 +4,24 @@ import json
 import logging
 from datetime import UTC, datetime
 
+# What every log record carries; anything else on a record was passed as ``extra=``.
+STANDARD_FIELDS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
 
 class JSONFormatter(logging.Formatter):
-    """``{"time", "level", "logger", "process", "message", ...}``; effect lines also carry their
-    ``key=value`` pairs as fields (effect, task, user, attempt, outcome, duration_ms)."""
+    """``{"time", "level", "logger", "process", "message", ...}``, plus the fields a line was
+    logged with (``extra=``): an effect's lines carry effect, task, user, attempt, step,
+    duration_ms and error as fields of their own."""
 
     def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
         entry = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
             "process": record.processName,
-            "message": message,
+            "message": record.getMessage(),
         }
-        if message.startswith("effect="):
-            entry.update(
-                pair.split("=", 1) for pair in message.split(" ") if "=" in pair and "'" not in pair
-            )
+        entry.update((k, v) for k, v in vars(record).items() if k not in STANDARD_FIELDS)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)

@@ -12,6 +12,8 @@ from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Exchange, Queue
 
+from offload.conf import DEFAULTS as EFFECT_DEFAULTS
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"  # dev-only state: SQLite file, uploads, beat schedule
 
@@ -42,9 +44,8 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
-    "django_celery_results",
     "axes",
-    "workers",
+    "offload",
     "notifications",
 ]
 
@@ -75,7 +76,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
-                "notifications.views.links",
+                "notifications.context_processors.links",
             ],
         },
     },
@@ -176,35 +177,21 @@ TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 CELERY_BROKER_URL = REDIS_URL
 if REDIS_URL.startswith(("redis://", "rediss://")):
-    # kombu's Redis transport with one client per channel (workers/transport.py explains).
-    CELERY_BROKER_TRANSPORT = "workers.transport:Transport"
+    # kombu's Redis transport with one client per channel (offload/transport.py explains).
+    CELERY_BROKER_TRANSPORT = "offload.transport:Transport"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # JSON only: a message in any other format (a pickle pushed by anyone who can write to
 # Redis) is refused.
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"
-CELERY_RESULT_SERIALIZER = "json"
-CELERY_RESULT_BACKEND = "django-db"
-# Results carry effect outcomes only; never task arguments, and they do not pile up.
-CELERY_RESULT_EXTENDED = False
-CELERY_RESULT_EXPIRES = timedelta(days=1)
-CELERY_TASK_TRACK_STARTED = False
+# No result backend: the effect ledger records every effect's outcome (offload/models.py).
+CELERY_TASK_IGNORE_RESULT = True
 # Celery's Django fixup closes the database connection after every task unless this is set,
-# whatever CONN_MAX_AGE says: each effect would reconnect (and re-run SQLite's PRAGMAs), 2-3 ms.
+# whatever CONN_MAX_AGE says: each effect would reconnect (and re-run SQLite's PRAGMAs).
 CELERY_DB_REUSE_MAX = 1000
-# A task is acknowledged after it ran, so a worker killed mid-task does not lose it; the
-# effect ledger (workers.ledger) makes the repeat harmless.
-CELERY_TASK_ACKS_LATE = True
-CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# Effect tasks are acknowledged after they ran and killed at EFFECT_TIME_LIMIT (EffectTask in
+# offload/base.py sets both); a worker process holds at most this many messages per child.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 4
-# A task that hangs is killed at the hard limit. The ledger lease is longer, so a live attempt is
-# never taken over; an attempt whose worker died is taken over once its lease runs out.
-EFFECT_TIME_LIMIT = env.int("EFFECT_TIME_LIMIT", default=60)
-CELERY_TASK_TIME_LIMIT = EFFECT_TIME_LIMIT
-CELERY_TASK_SOFT_TIME_LIMIT = max(1, EFFECT_TIME_LIMIT * 4 // 5)
-EFFECT_LEASE = timedelta(seconds=env.int("EFFECT_LEASE_SECONDS", default=EFFECT_TIME_LIMIT + 30))
-if EFFECT_LEASE.total_seconds() <= EFFECT_TIME_LIMIT:
-    raise ImproperlyConfigured("EFFECT_LEASE_SECONDS must be longer than EFFECT_TIME_LIMIT")
 # On SIGTERM a worker lets running tasks finish for this long, then hands unfinished and
 # prefetched messages (retry countdowns too) back to Redis instead of holding them.
 CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = 10.0
@@ -267,20 +254,27 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # token set it is closed.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 
-# --- Effects (workers/) ------------------------------------------------------------------------
-# Attempts before an effect is dead-lettered, and the retry backoff: full jitter over
-# factor * 2**attempt seconds, capped far below the visibility timeout.
-EFFECT_MAX_ATTEMPTS = env.int("EFFECT_MAX_ATTEMPTS", default=5)
-EFFECT_RETRY_BACKOFF = env.int("EFFECT_RETRY_BACKOFF", default=2)
-EFFECT_RETRY_BACKOFF_MAX = 60
-# The relay (beat, every EFFECT_RELAY_INTERVAL) publishes again: effects never published after
-# EFFECT_RELAY_GRACE; effects published but not picked up after EFFECT_REPUBLISH_AFTER (Redis lost
-# the message); running effects whose lease ran out (the worker died mid-task).
-EFFECT_RELAY_INTERVAL = env.float("EFFECT_RELAY_INTERVAL", default=5.0)
-EFFECT_RELAY_GRACE = timedelta(seconds=env.float("EFFECT_RELAY_GRACE", default=5.0))
-EFFECT_REPUBLISH_AFTER = timedelta(seconds=env.float("EFFECT_REPUBLISH_AFTER", default=300.0))
-# Done effects are pruned after this many days (beat, daily; or `manage.py effects prune`).
-EFFECT_RETENTION_DAYS = env.int("EFFECT_RETENTION_DAYS", default=7)
+# --- Effects (offload/): each from the environment variable of the same name; what they mean
+# and their defaults are in offload/conf.py.
+EFFECT_MAX_ATTEMPTS = env.int("EFFECT_MAX_ATTEMPTS", default=EFFECT_DEFAULTS["EFFECT_MAX_ATTEMPTS"])
+EFFECT_RETRY_BACKOFF = env.int(
+    "EFFECT_RETRY_BACKOFF", default=EFFECT_DEFAULTS["EFFECT_RETRY_BACKOFF"]
+)
+EFFECT_TIME_LIMIT = env.int("EFFECT_TIME_LIMIT", default=EFFECT_DEFAULTS["EFFECT_TIME_LIMIT"])
+EFFECT_LEASE_SECONDS = env.int(
+    "EFFECT_LEASE_SECONDS",
+    default=max(EFFECT_DEFAULTS["EFFECT_LEASE_SECONDS"], EFFECT_TIME_LIMIT + 30),
+)
+EFFECT_RELAY_INTERVAL = env.float(
+    "EFFECT_RELAY_INTERVAL", default=EFFECT_DEFAULTS["EFFECT_RELAY_INTERVAL"]
+)
+EFFECT_RELAY_GRACE = env.float("EFFECT_RELAY_GRACE", default=EFFECT_DEFAULTS["EFFECT_RELAY_GRACE"])
+EFFECT_REPUBLISH_AFTER = env.float(
+    "EFFECT_REPUBLISH_AFTER", default=EFFECT_DEFAULTS["EFFECT_REPUBLISH_AFTER"]
+)
+EFFECT_RETENTION_DAYS = env.int(
+    "EFFECT_RETENTION_DAYS", default=EFFECT_DEFAULTS["EFFECT_RETENTION_DAYS"]
+)
 CELERY_BEAT_SCHEDULE = {
     "relay-effects": {
         "task": "relay_effects",

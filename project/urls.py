@@ -3,12 +3,10 @@ from django.conf.urls.static import static
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.db import transaction
-from django.urls import path
+from django.urls import include, path
 
 from notifications import views
 from notifications.api import api
-from workers import views as worker_views
-from workers.metrics import metrics
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -23,9 +21,7 @@ urlpatterns = [
     path("documents/<int:document_id>/share", views.share_document, name="share_document"),
     path("activity/", views.activity, name="activity"),
     path("activity/live", views.activity_live, name="activity_live"),
-    path("healthz", worker_views.healthz, name="healthz"),
-    path("readyz", worker_views.readyz, name="readyz"),
-    path("metrics", metrics, name="metrics"),
+    path("", include("offload.urls")),  # /healthz, /readyz, /metrics
     path("api/", api.urls),
     path("admin/", admin.site.urls),
 ]

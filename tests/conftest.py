@@ -1,6 +1,6 @@
 """Shared fixtures: a real SMTP sink on loopback, a real Celery worker process, helpers.
 
-Redis: `make test` starts a private server and sets REDIS_URL (project/localredis.py); a test
+Redis: `make test` starts a private server and sets REDIS_URL (devtools/localredis.py); a test
 that must stop Redis starts its own with `LocalRedis`.
 """
 
@@ -16,8 +16,8 @@ from aiosmtpd.controller import Controller
 from django.conf import settings as django_settings
 from django.db import connection
 
-from project.localredis import free_port
-from project.processes import Service, start_worker
+from devtools.localredis import free_port
+from devtools.processes import Service, start_worker
 
 
 class SmtpSink:

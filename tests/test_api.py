@@ -8,8 +8,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
 from notifications.models import Document
+from offload.models import Effect
 from tests.factories import PASSWORD, make_document, make_user
-from workers.models import Effect
 
 pytestmark = pytest.mark.django_db
 
@@ -121,7 +121,7 @@ def test_documents_upload_list_replace_share_delete(api, alice, media_root):
     response = api.upload(f"/api/documents/{document['id']}/file", {"file": upload_file(b"v2")})
     assert response.status_code == 200
     assert response.json()["size"] == 2
-    assert Effect.objects.get(task="delete_stored_file").args == {"name": document["file"]}
+    assert Effect.objects.get(task="delete_stored_file").args["name"] == document["file"]
 
     response = api.post(f"/api/documents/{document['id']}/share", {"email": "f@example.com"})
     assert response.status_code == 202

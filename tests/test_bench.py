@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from project.processes import ROOT
+from devtools.processes import ROOT
 
 pytestmark = pytest.mark.integration
 

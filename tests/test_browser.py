@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from devtools.processes import ROOT, wait_for
 from notifications.models import FailedLogin
-from project.processes import ROOT, wait_for
 from tests.factories import PASSWORD, make_user
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

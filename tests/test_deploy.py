@@ -13,7 +13,7 @@ import jsonschema
 import pytest
 import yaml
 
-from project.processes import ROOT
+from devtools.processes import ROOT
 
 SCHEMA = ROOT.parent / "shared" / "schemas" / "compose-spec.json"
 APP_SERVICES = {"web", "worker", "beat", "flower"}

@@ -10,11 +10,11 @@ import pytest
 from django.core import mail
 from django.utils import timezone
 
+from notifications import tasks
 from notifications.models import Profile
+from offload.conf import conf
+from offload.models import Effect
 from tests.factories import make_user
-from workers import tasks
-from workers.models import Effect
-from workers.offload import offload
 
 pytestmark = pytest.mark.django_db
 
@@ -53,7 +53,7 @@ def test_a_message_naming_another_tasks_effect_runs_nothing():
 
 
 def test_a_permanent_error_dead_letters_at_once():
-    effect = offload(tasks.delete_stored_file, name="../../etc/passwd")
+    effect = tasks.delete_stored_file.offload(name="../../etc/passwd")
     assert tasks.delete_stored_file(effect.pk) == "dead"
     effect.refresh_from_db()
     assert (effect.status, effect.attempts) == (Effect.Status.DEAD, 1)
@@ -61,7 +61,7 @@ def test_a_permanent_error_dead_letters_at_once():
 
 
 def test_arguments_that_do_not_fit_the_task_dead_letter():
-    effect = offload(tasks.refresh_profile_counters, user_id=1, unexpected="x")
+    effect = tasks.refresh_profile_counters.offload(user_id=make_user().pk, unexpected="x")
     assert tasks.refresh_profile_counters(effect.pk) == "dead"
     assert Effect.objects.get(pk=effect.pk).last_error.startswith("TypeError")
 
@@ -69,7 +69,7 @@ def test_arguments_that_do_not_fit_the_task_dead_letter():
 @pytest.fixture
 def smtp_refusing(settings):
     """An SMTP server that is not there: a transient failure of the real SMTP backend."""
-    from project.localredis import free_port
+    from devtools.localredis import free_port
 
     settings.MAILERS = {
         "default": {
@@ -107,7 +107,7 @@ def test_a_live_attempt_is_not_taken_over_but_an_expired_one_is(settings):
     )
     assert tasks.send_welcome_email(effect.pk) == "skipped"
 
-    expired = timezone.now() - settings.EFFECT_LEASE - timedelta(seconds=1)
+    expired = timezone.now() - conf.lease - timedelta(seconds=1)
     Effect.objects.filter(pk=effect.pk).update(started_at=expired)
     assert tasks.send_welcome_email(effect.pk) == "done"
     assert Effect.objects.get(pk=effect.pk).attempts == 2
@@ -116,7 +116,7 @@ def test_a_live_attempt_is_not_taken_over_but_an_expired_one_is(settings):
 
 def test_a_database_effect_that_fails_halfway_leaves_no_partial_write():
     user = make_user()
-    effect = offload(tasks.record_login, user_id=user.pk, ip="10.0.0.1", user_agent="x", at="bad")
+    effect = tasks.record_login.offload(user_id=user.pk, ip="10.0.0.1", user_agent="x", at="bad")
     # The profile row is created before the bad time is parsed: the whole attempt rolls back.
     assert tasks.record_login(effect.pk) == "dead"
     assert Effect.objects.get(pk=effect.pk).last_error.startswith("ValueError")

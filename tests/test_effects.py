@@ -4,7 +4,6 @@ import json
 from datetime import timedelta
 
 import pytest
-from django.core import mail
 from django.core.exceptions import SuspiciousFileOperation
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
@@ -14,7 +13,6 @@ from django.utils import timezone
 from notifications import effects
 from notifications.models import Document, FailedLogin, LoginActivity, Profile
 from tests.factories import make_document, make_user
-from workers.models import Effect
 
 pytestmark = pytest.mark.django_db
 
@@ -31,8 +29,7 @@ def now_iso(delta: timedelta = timedelta(0)) -> str:
 
 def test_the_welcome_email_goes_to_the_new_user_in_text_and_html():
     user = make_user("ada", email="ada@example.com")
-    effects.send_welcome_email(user.pk)
-    [message] = mail.outbox
+    message = effects.welcome_email(user.pk)
     assert message.to == ["ada@example.com"]
     assert message.subject == "Welcome aboard"
     assert "Hello ada" in message.body
@@ -44,8 +41,7 @@ def test_no_welcome_email_for_a_user_deleted_before_it_ran():
     user = make_user()
     user_id = user.pk
     user.delete()
-    effects.send_welcome_email(user_id)
-    assert mail.outbox == []
+    assert effects.welcome_email(user_id) is None
 
 
 def test_a_sign_in_is_recorded_and_counted():
@@ -59,25 +55,30 @@ def test_a_sign_in_is_recorded_and_counted():
     assert profile.last_login_at == login.at
 
 
-def test_a_sign_in_from_a_new_address_asks_for_a_new_sign_in_email():
+def test_a_sign_in_from_a_new_address_is_a_new_device():
     user = make_user()
-    effects.record_login(user.pk, "10.0.0.1", "Firefox", now_iso())
-    effects.record_login(user.pk, "10.0.0.1", "Firefox", now_iso())
-    assert not Effect.objects.filter(task="send_new_sign_in_email").exists()
+    first = effects.record_login(user.pk, "10.0.0.1", "Firefox", now_iso())
+    again = effects.record_login(user.pk, "10.0.0.1", "Firefox", now_iso())
+    assert not first.new_device and not again.new_device
 
-    effects.record_login(user.pk, "203.0.113.7", "Firefox", now_iso())
-    [effect] = Effect.objects.filter(task="send_new_sign_in_email")
-    new_login = LoginActivity.objects.get(ip="203.0.113.7")
+    new_login = effects.record_login(user.pk, "203.0.113.7", "Firefox", now_iso())
     assert new_login.new_device
-    assert effect.args == {"login_id": new_login.pk}
+    assert LoginActivity.objects.get(ip="203.0.113.7") == new_login
     assert Profile.objects.get(user=user).login_count == 3
 
 
 def test_a_sign_in_from_a_new_browser_is_a_new_device_too():
     user = make_user()
     effects.record_login(user.pk, "10.0.0.1", "Firefox", now_iso())
-    effects.record_login(user.pk, "10.0.0.1", "curl/8", now_iso())
-    assert Effect.objects.filter(task="send_new_sign_in_email").count() == 1
+    assert effects.record_login(user.pk, "10.0.0.1", "curl/8", now_iso()).new_device
+
+
+def test_a_sign_in_of_a_deleted_user_records_nothing():
+    user = make_user()
+    user_id = user.pk
+    user.delete()
+    assert effects.record_login(user_id, "10.0.0.1", "Firefox", now_iso()) is None
+    assert not LoginActivity.objects.exists()
 
 
 def test_the_new_sign_in_email_names_the_address_and_browser():
@@ -85,8 +86,7 @@ def test_the_new_sign_in_email_names_the_address_and_browser():
     login = LoginActivity.objects.create(
         user=user, at=timezone.now(), ip="203.0.113.7", user_agent="Lynx/2", new_device=True
     )
-    effects.send_new_sign_in_email(login.pk)
-    [message] = mail.outbox
+    message = effects.new_sign_in_email(login.pk)
     assert message.to == ["lin@example.com"]
     assert "203.0.113.7" in message.body and "Lynx/2" in message.body
     assert "203.0.113.7" in html_of(message)
@@ -103,15 +103,12 @@ def test_a_failed_sign_in_keeps_the_hash_and_address_only():
 
 def test_the_owner_is_alerted_once_after_five_failures_in_the_window(settings):
     user = make_user()
-    for _ in range(settings.FAILED_LOGIN_ALERT_THRESHOLD - 1):
+    failures = [
         effects.record_failed_login("cd" * 32, "10.0.0.9", now_iso(), user.pk)
-    assert not Effect.objects.filter(task="send_failed_login_alert").exists()
-
-    effects.record_failed_login("cd" * 32, "10.0.0.9", now_iso(), user.pk)
-    effects.record_failed_login("cd" * 32, "10.0.0.9", now_iso(), user.pk)
-    [alert] = Effect.objects.filter(task="send_failed_login_alert")
-    assert alert.user_id == user.pk
-    assert FailedLogin.objects.filter(alerted=True).count() == 1
+        for _ in range(settings.FAILED_LOGIN_ALERT_THRESHOLD + 1)
+    ]
+    assert [f.alerted for f in failures] == [False] * 4 + [True, False]
+    assert FailedLogin.objects.filter(alerted=True).get() == failures[4]
 
 
 def test_old_failures_do_not_count_towards_an_alert(settings):
@@ -120,15 +117,15 @@ def test_old_failures_do_not_count_towards_an_alert(settings):
     FailedLogin.objects.bulk_create(
         FailedLogin(user=user, at=old, username_hash="x" * 64) for _ in range(10)
     )
-    effects.record_failed_login("x" * 64, None, now_iso(), user.pk)
-    assert not Effect.objects.filter(task="send_failed_login_alert").exists()
+    assert not effects.record_failed_login("x" * 64, None, now_iso(), user.pk).alerted
 
 
 def test_failures_for_unknown_usernames_are_recorded_without_an_alert():
-    for _ in range(6):
-        effects.record_failed_login("ef" * 32, "10.0.0.9", now_iso(), None)
+    failures = [
+        effects.record_failed_login("ef" * 32, "10.0.0.9", now_iso(), None) for _ in range(6)
+    ]
     assert FailedLogin.objects.filter(user=None).count() == 6
-    assert not Effect.objects.filter(task="send_failed_login_alert").exists()
+    assert not any(f.alerted for f in failures)
 
 
 def test_the_failed_sign_in_alert_tells_how_many_and_from_where():
@@ -137,8 +134,7 @@ def test_the_failed_sign_in_alert_tells_how_many_and_from_where():
         failure = FailedLogin.objects.create(
             user=user, at=timezone.now(), ip="198.51.100.4", username_hash="h" * 64
         )
-    effects.send_failed_login_alert(failure.pk)
-    [message] = mail.outbox
+    message = effects.failed_login_alert(failure.pk)
     assert message.to == ["mo@example.com"]
     assert "5 failed attempts" in message.body
     assert "198.51.100.4" in message.body
@@ -196,8 +192,7 @@ def test_counters_equal_a_recount_and_a_repeat_changes_nothing():
 def test_the_share_email_goes_to_the_recipient_with_a_link():
     owner = make_user("sam")
     document = make_document(owner, name="plan.txt", title="The plan")
-    effects.send_share_email(document.pk, "friend@example.com", owner.pk)
-    [message] = mail.outbox
+    message = effects.share_email(document.pk, "friend@example.com", owner.pk)
     assert message.to == ["friend@example.com"]
     assert message.subject == "sam shared “The plan” with you"
     assert document.file.url in message.body

@@ -21,14 +21,12 @@ from django.core.management import call_command
 from django.db import transaction
 from django.utils import timezone
 
-from notifications import services
+from devtools.localredis import LocalRedis
+from devtools.processes import ROOT, start_beat, start_web, start_worker, wait_for
+from notifications import services, tasks
 from notifications.models import LoginActivity
-from project.localredis import LocalRedis
-from project.processes import ROOT, start_beat, start_web, start_worker, wait_for
+from offload.models import Effect
 from tests.factories import PASSWORD, Visitor, make_document, make_user
-from workers import tasks
-from workers.models import Effect
-from workers.offload import offload
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -99,9 +97,7 @@ def test_500_effects_survive_a_worker_sigkilled_every_2_seconds(
     users = [make_user(f"k1-{i}") for i in range(250)]  # 250 welcome emails
     at = timezone.now().isoformat()
     for user in users:  # and 250 database effects
-        offload(
-            tasks.record_login, user=user.pk, user_id=user.pk, ip="10.0.0.1", user_agent="k1", at=at
-        )
+        tasks.record_login.offload(user_id=user.pk, ip="10.0.0.1", user_agent="k1", at=at)
     effects = Effect.objects.filter(user__in=users)
     assert effects.count() == 500
 

@@ -6,8 +6,8 @@ import json
 import pytest
 import requests
 
-from project.localredis import LocalRedis
-from project.processes import start_web, start_worker, wait_for
+from devtools.localredis import LocalRedis
+from devtools.processes import start_web, start_worker, wait_for
 from tests.factories import Visitor
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]

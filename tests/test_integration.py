@@ -5,9 +5,9 @@ broker and runs in the worker process."""
 import pytest
 import requests
 
-from project.processes import wait_for
+from devtools.processes import wait_for
+from offload.models import Effect
 from tests.factories import PASSWORD
-from workers.models import Effect
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

@@ -9,10 +9,11 @@ from django.core.management import CommandError, call_command
 from django.db import connection, transaction
 from django.utils import timezone
 
+from notifications import tasks
+from offload import ledger, outbox
+from offload.conf import conf
+from offload.models import Effect
 from tests.factories import make_document, make_user
-from workers import ledger, tasks
-from workers.models import Effect
-from workers.offload import offload
 
 pytestmark = pytest.mark.django_db
 
@@ -29,7 +30,7 @@ def age(effect_ids, **fields):
 
 def test_a_successful_publish_is_timed(django_capture_on_commit_callbacks, broker):
     with django_capture_on_commit_callbacks(execute=True):
-        effect = offload(tasks.refresh_profile_counters, user_id=1)
+        effect = tasks.refresh_profile_counters.offload(user_id=make_user().pk)
     effect.refresh_from_db()
     assert effect.published_at is not None
     broker.lpop("records")
@@ -57,8 +58,8 @@ def test_different_arguments_do_not_coalesce():
 def test_emails_never_coalesce():
     user = make_user()
     for _ in range(2):
-        offload(
-            tasks.send_share_email, document_id=1, recipient="a@example.com", shared_by_id=user.pk
+        tasks.send_share_email.offload(
+            document_id=1, recipient="a@example.com", shared_by_id=user.pk
         )
     assert Effect.objects.filter(task="send_share_email").count() == 2
 
@@ -66,31 +67,31 @@ def test_emails_never_coalesce():
 def test_the_relay_publishes_what_the_broker_never_had(broker, settings):
     make_user()
     [effect] = Effect.objects.filter(published_at=None)
-    assert ledger.relay() == 0, "still inside the grace period"
+    assert outbox.relay() == 0, "still inside the grace period"
 
-    age([effect.pk], created_at=timezone.now() - settings.EFFECT_RELAY_GRACE - timedelta(seconds=1))
+    age([effect.pk], created_at=timezone.now() - conf.relay_grace - timedelta(seconds=1))
     before = broker.llen("emails")
-    assert ledger.relay() == 1
+    assert outbox.relay() == 1
     assert broker.llen("emails") == before + 1
     broker.lpop("emails")
     effect.refresh_from_db()
     assert effect.published_at is not None
-    assert ledger.relay() == 0, "published once, not on every run"
+    assert outbox.relay() == 0, "published once, not on every run"
 
 
 def test_the_relay_publishes_again_what_was_published_long_ago(settings, broker):
     make_user()
     [effect] = Effect.objects.all()
-    long_ago = timezone.now() - settings.EFFECT_REPUBLISH_AFTER - timedelta(seconds=1)
+    long_ago = timezone.now() - conf.republish_after - timedelta(seconds=1)
     age([effect.pk], created_at=long_ago, published_at=long_ago)
-    assert ledger.relay() == 1
+    assert outbox.relay() == 1
     broker.lpop("emails")
 
 
 def test_the_relay_publishes_an_attempt_whose_worker_died_once(settings, broker):
     make_user()
     [effect] = Effect.objects.all()
-    lease_over = timezone.now() - settings.EFFECT_LEASE - timedelta(seconds=1)
+    lease_over = timezone.now() - conf.lease - timedelta(seconds=1)
     age(
         [effect.pk],
         status="running",
@@ -98,8 +99,8 @@ def test_the_relay_publishes_an_attempt_whose_worker_died_once(settings, broker)
         started_at=lease_over,
         published_at=lease_over - timedelta(seconds=1),
     )
-    assert ledger.relay() == 1
-    assert ledger.relay() == 0
+    assert outbox.relay() == 1
+    assert outbox.relay() == 0
     broker.lpop("emails")
 
 
@@ -115,12 +116,12 @@ def test_the_relay_leaves_live_and_finished_effects_alone(settings):
             created_at=long_ago,
             published_at=long_ago,
         )
-        assert ledger.relay() == 0, status
+        assert outbox.relay() == 0, status
 
 
 def test_the_relay_dead_letters_an_effect_of_an_unknown_task(settings):
     Effect.objects.create(task="no_such_task", created_at=timezone.now() - timedelta(hours=1))
-    assert ledger.relay() == 0
+    assert outbox.relay() == 0
     [effect] = Effect.objects.all()
     assert effect.status == "dead" and "unknown task" in effect.last_error
 

@@ -6,8 +6,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
 from notifications.models import Document
+from offload.models import Effect
 from tests.factories import PASSWORD, make_document, make_user
-from workers.models import Effect
 
 pytestmark = pytest.mark.django_db
 

@@ -14,8 +14,8 @@ from django.test import RequestFactory
 
 from notifications.models import Document
 from notifications.signals import document_shared
+from offload.models import Effect
 from tests.factories import make_document, make_user
-from workers.models import Effect
 
 pytestmark = pytest.mark.django_db
 
@@ -146,13 +146,15 @@ def test_a_new_document_refreshes_the_owner_counters_and_deletes_nothing():
 
 
 def test_replacing_the_file_deletes_the_old_name_read_from_the_database():
-    document = make_document(make_user(), name="old.txt")
+    owner = make_user()
+    document = make_document(owner, name="old.txt")
     old_name = Document.objects.get(pk=document.pk).file.name
     fresh = Document.objects.get(pk=document.pk)
     fresh.file = ContentFile(b"new", name="new.txt")
     fresh.save()
     [effect] = effects("delete_stored_file")
-    assert effect.args == {"name": old_name}
+    assert effect.args == {"name": old_name, "owner_id": owner.pk}
+    assert effect.user_id == owner.pk, "listed in the owner's activity"
     assert fresh.file.name != old_name
 
 
@@ -170,7 +172,7 @@ def test_deleting_a_document_deletes_its_file_and_refreshes_counters():
     name = document.file.name
     Effect.objects.all().delete()
     Document.objects.get(pk=document.pk).delete()
-    assert [e.args for e in effects("delete_stored_file")] == [{"name": name}]
+    assert [e.args for e in effects("delete_stored_file")] == [{"name": name, "owner_id": owner.pk}]
     assert [e.args for e in effects("refresh_profile_counters")] == [{"user_id": owner.pk}]
 
 

@@ -22,13 +22,11 @@ from django.test import Client
 from django.utils import timezone
 from kombu import Connection, Exchange, Producer
 
-from notifications import effects
-from project.localredis import free_port
-from project.processes import Service, celery, start_worker, wait_for
+from devtools.localredis import free_port
+from devtools.processes import Service, celery, start_worker, wait_for
+from notifications import effects, tasks
+from offload.models import Effect
 from tests.factories import PASSWORD, Visitor, make_user
-from workers import tasks
-from workers.models import Effect
-from workers.offload import offload
 
 pytestmark = pytest.mark.django_db
 
@@ -127,8 +125,7 @@ def test_a_symlinked_directory_inside_media_root_does_not_lead_outside(media_roo
 def test_a_header_injection_reaching_a_task_is_a_dead_letter_not_a_retry():
     owner = make_user()
     document = effects.Document.objects.create(owner=owner, title="t", file="documents/x.txt")
-    effect = offload(
-        tasks.send_share_email,
+    effect = tasks.send_share_email.offload(
         document_id=document.pk,
         recipient="victim@example.com\r\nBcc: everyone@example.com",
         shared_by_id=owner.pk,

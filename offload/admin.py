@@ -1,6 +1,6 @@
 from django.contrib import admin, messages
 
-from . import ledger
+from . import outbox
 from .models import Effect
 
 
@@ -15,7 +15,7 @@ class EffectAdmin(admin.ModelAdmin):
 
     @admin.action(description="Replay selected dead letters")
     def replay(self, request, queryset):
-        count = ledger.replay(queryset)
+        count = outbox.replay(queryset)
         self.message_user(request, f"Replayed {count} dead letter(s).", messages.SUCCESS)
 
     def has_add_permission(self, request):

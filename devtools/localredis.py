@@ -4,7 +4,7 @@
 wheel ships. Used by `make run` and `make test` when REDIS_URL is unset, and by the fault tests
 that stop and restart Redis (never the machine's shared server).
 
-    python -m project.localredis -- COMMAND...   # run COMMAND with REDIS_URL set, then stop it
+    python -m devtools.localredis -- COMMAND...   # run COMMAND with REDIS_URL set, then stop it
 """
 
 import os

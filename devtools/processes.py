@@ -15,7 +15,7 @@ from typing import ClassVar
 
 import requests
 
-from project.localredis import free_port
+from devtools.localredis import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 

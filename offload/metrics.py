@@ -6,7 +6,7 @@ reports the same numbers (no per-process counters to add up).
 
 import hmac
 
-from django.conf import settings
+from celery import current_app as app
 from django.db.models import Count
 from django.http import HttpResponse
 from kombu.exceptions import ChannelError
@@ -14,9 +14,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from project.celery import app
-
 from . import ledger
+from .conf import conf
 from .models import Effect
 
 
@@ -55,7 +54,7 @@ class LedgerCollector(Collector):
         try:
             with app.connection_for_read() as connection:
                 channel = connection.default_channel
-                for queue in settings.EFFECT_QUEUES:
+                for queue in queue_names():
                     depth.add_metric([queue], queue_depth(channel, queue))
             up = 1
         except Exception:  # noqa: BLE001 - the broker being down is itself the measurement
@@ -65,6 +64,12 @@ class LedgerCollector(Collector):
         )
         if up:
             yield depth
+
+
+def queue_names() -> list[str]:
+    """The queues Celery is configured with (CELERY_TASK_QUEUES, and the default queue)."""
+    configured = {queue.name for queue in app.conf.task_queues or ()}
+    return sorted(configured | {app.conf.task_default_queue})
 
 
 def queue_depth(channel, queue: str) -> int:
@@ -79,9 +84,9 @@ registry.register(LedgerCollector())
 
 
 def metrics(request):
-    expected = f"Bearer {settings.METRICS_TOKEN}"
+    expected = f"Bearer {conf.METRICS_TOKEN}"
     given = request.headers.get("Authorization", "")
-    if not settings.METRICS_TOKEN or not hmac.compare_digest(given.encode(), expected.encode()):
+    if not conf.METRICS_TOKEN or not hmac.compare_digest(given.encode(), expected.encode()):
         response = HttpResponse(
             "Unauthorized: send Authorization: Bearer <METRICS_TOKEN>\n", status=401
         )

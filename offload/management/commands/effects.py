@@ -1,10 +1,10 @@
 """python manage.py effects [status|relay|replay|prune]: look after the effect ledger."""
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from workers import ledger
-from workers.models import Effect
+from offload import ledger, outbox
+from offload.conf import conf
+from offload.models import Effect
 
 
 class Command(BaseCommand):
@@ -21,7 +21,7 @@ class Command(BaseCommand):
         replay.add_argument("--all", dest="every", action="store_true", help="every dead letter")
         replay.add_argument("--task", help="only dead letters of this task")
         prune = actions.add_parser("prune", help="delete done effects older than --days")
-        prune.add_argument("--days", type=int, default=settings.EFFECT_RETENTION_DAYS)
+        prune.add_argument("--days", type=int, default=conf.EFFECT_RETENTION_DAYS)
 
     def handle(self, *args, action=None, **options):
         getattr(self, action or "status")(**options)
@@ -33,7 +33,7 @@ class Command(BaseCommand):
         self.stdout.write(f"oldest pending: {summary['oldest_pending_seconds']:.1f}s")
 
     def relay(self, **options):
-        self.stdout.write(f"published {ledger.relay()} effect(s) again")
+        self.stdout.write(f"published {outbox.relay()} effect(s) again")
 
     def replay(self, ids, every, task, **options):
         if not ids and not every and not task:
@@ -43,7 +43,7 @@ class Command(BaseCommand):
             effects = effects.filter(pk__in=ids)
         if task:
             effects = effects.filter(task=task)
-        self.stdout.write(f"replayed {ledger.replay(effects)} dead letter(s)")
+        self.stdout.write(f"replayed {outbox.replay(effects)} dead letter(s)")
 
     def prune(self, days, **options):
         if days < 0:

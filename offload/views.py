@@ -1,9 +1,8 @@
 """Liveness and readiness probes."""
 
+from celery import current_app as app
 from django.db import connection
 from django.http import JsonResponse
-
-from project.celery import app
 
 
 def healthz(request):

@@ -1,0 +1,74 @@
+"""The Celery tasks, one per effect; Celery's autodiscovery finds them here.
+
+Each is a thin shell: EffectTask claims the ledger row and passes the arguments stored there;
+the work is a plain function in effects.py; the task performs what cannot be undone (sending
+an email) and offloads any follow-up effect. Queues (CELERY_TASK_ROUTES in settings): `emails`
+(SMTP can be slow), `files` (storage), `records` (database only).
+
+The names are part of the ledger: an effect row names its task, so renaming one strands them.
+"""
+
+from celery import shared_task
+
+from offload import EffectTask
+from offload.mail import send
+
+from . import effects
+
+
+@shared_task(base=EffectTask, name="send_welcome_email", description="Welcome email")
+def send_welcome_email(user_id: int) -> None:
+    send(effects.welcome_email(user_id))
+
+
+@shared_task(base=EffectTask, name="record_login", description="Sign-in recorded", atomic=True)
+def record_login(user_id: int, ip: str | None, user_agent: str, at: str) -> None:
+    login = effects.record_login(user_id, ip, user_agent, at)
+    if login is not None and login.new_device:
+        send_new_sign_in_email.offload(login_id=login.pk)
+
+
+@shared_task(base=EffectTask, name="send_new_sign_in_email", description="New sign-in email")
+def send_new_sign_in_email(login_id: int) -> None:
+    send(effects.new_sign_in_email(login_id))
+
+
+@shared_task(
+    base=EffectTask, name="record_failed_login", description="Failed sign-in recorded", atomic=True
+)
+def record_failed_login(username_hash: str, ip: str | None, at: str, user_id: int | None) -> None:
+    failure = effects.record_failed_login(username_hash, ip, at, user_id)
+    if failure is not None and failure.alerted:
+        send_failed_login_alert.offload(failed_login_id=failure.pk)
+
+
+@shared_task(base=EffectTask, name="send_failed_login_alert", description="Failed sign-ins alert")
+def send_failed_login_alert(failed_login_id: int) -> None:
+    send(effects.failed_login_alert(failed_login_id))
+
+
+# owner_id is not needed by the work: it names whose file it was, for their activity page.
+@shared_task(
+    base=EffectTask, name="delete_stored_file", description="Old file deleted", user_arg="owner_id"
+)
+def delete_stored_file(name: str, owner_id: int | None = None) -> None:
+    effects.delete_stored_file(name)
+
+
+# coalesce: several saves in a row need one recount, as long as it has not started yet.
+@shared_task(
+    base=EffectTask,
+    name="refresh_profile_counters",
+    description="Counters refreshed",
+    atomic=True,
+    coalesce=True,
+)
+def refresh_profile_counters(user_id: int) -> None:
+    effects.refresh_profile_counters(user_id)
+
+
+@shared_task(
+    base=EffectTask, name="send_share_email", description="Share email", user_arg="shared_by_id"
+)
+def send_share_email(document_id: int, recipient: str, shared_by_id: int) -> None:
+    send(effects.share_email(document_id, recipient, shared_by_id))

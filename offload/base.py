@@ -1,0 +1,145 @@
+"""The Celery task base for effects: claim in the ledger, run, settle, retry or dead-letter."""
+
+import logging
+import time
+from contextlib import nullcontext
+from typing import Any
+
+from celery import Task
+from celery.utils.time import get_exponential_backoff_interval
+from django.core.exceptions import ObjectDoesNotExist, SuspiciousOperation, ValidationError
+from django.db import transaction
+
+from . import ledger
+from .conf import conf
+from .ledger import Claim, current_claim
+from .log import log_step
+from .models import Effect
+from .outbox import offload
+
+logger = logging.getLogger(__name__)
+
+# Errors that another attempt cannot fix: bad arguments, unsafe paths, header injection
+# (BadHeaderError is a ValueError). They dead-letter at once instead of retrying.
+PERMANENT_ERRORS = (
+    TypeError,
+    ValueError,
+    LookupError,
+    ObjectDoesNotExist,
+    SuspiciousOperation,
+    ValidationError,
+)
+
+
+class LeaseLost(Exception):
+    """This attempt no longer holds its effect: another attempt took it over."""
+
+
+class EffectTask(Task):
+    """Runs the effect whose id the message carries, with the arguments stored in the ledger.
+
+    The message is only a pointer; a redelivered or duplicated message for an effect that is done,
+    dead or being run by a live attempt finds nothing to claim and does nothing.
+
+        @shared_task(base=EffectTask, name="send_welcome_email")
+        def send_welcome_email(user_id: int) -> None: ...
+
+        send_welcome_email.offload(user_id=user.pk)   # in the transaction that made the user
+    """
+
+    # The message carries an effect id, the function takes the ledger's arguments.
+    typing = False
+    # The ledger counts attempts (EFFECT_MAX_ATTEMPTS), across redeliveries and relays too;
+    # Celery's own counter (3 by default) would give up first and strand the effect.
+    max_retries = None
+    # The ledger is the record of every outcome: a result per task as well would cost a write
+    # per effect to a result store.
+    ignore_result = True
+    # Acknowledged after the attempt, so a worker that dies mid-task hands the message back;
+    # the claim makes the repeat harmless.
+    acks_late = True
+    reject_on_worker_lost = True
+    # Killed at the hard limit; the lease outlasts it (see offload/checks.py).
+    time_limit = conf.EFFECT_TIME_LIMIT
+    soft_time_limit = max(1, conf.EFFECT_TIME_LIMIT * 4 // 5)
+    # The argument naming the user the effect concerns: recorded on the ledger row, so that the
+    # user's activity lists it. None when the task names no user.
+    user_arg: str | None = "user_id"
+    # True for effects that only write to the database: the work and "done" commit together,
+    # so a repeat can never apply them twice. Effects that talk to the outside world (SMTP,
+    # storage) cannot be rolled back and leave it False.
+    atomic = False
+    # True when running it once for several identical requests is enough (a recount): offload()
+    # folds a new request into a pending one with the same arguments.
+    coalesce = False
+    # What people see on the activity page.
+    description = ""
+
+    def offload(self, **kwargs: Any) -> Effect:
+        """Record this effect in the current transaction; publish it after the commit."""
+        return offload(self, **kwargs)
+
+    def __call__(self, effect_id: Any) -> str:
+        if type(effect_id) is not int:
+            # Anyone who can write to the broker can send us a message: trust nothing in it.
+            logger.warning("task=%s rejected a message with a non-integer effect id", self.name)
+            return "rejected"
+        claim = ledger.claim(effect_id, self.name)
+        if claim is None:  # done, dead, held by a live attempt, or another task's effect
+            log_step(logger, logging.INFO, effect=effect_id, task=self.name, step="skipped")
+            return "skipped"
+        started = time.perf_counter()
+        self._log(claim, "started", started)
+        token = current_claim.set(claim)
+        try:
+            with transaction.atomic() if self.atomic else nullcontext():
+                self.run(**claim.args)
+                if not ledger.complete(claim):
+                    # Another attempt took the effect over; an atomic effect's work rolls back.
+                    raise LeaseLost
+        except LeaseLost:
+            self._log(claim, "lost", started)
+            return "lost"
+        except PERMANENT_ERRORS as exc:
+            return self._dead(claim, exc, started)
+        except Exception as exc:
+            if claim.attempt >= conf.EFFECT_MAX_ATTEMPTS:
+                return self._dead(claim, exc, started)
+            ledger.release(claim, _describe(exc))
+            self._log(claim, "retry", started, exc)
+            countdown = get_exponential_backoff_interval(
+                factor=conf.EFFECT_RETRY_BACKOFF,
+                retries=claim.attempt - 1,
+                maximum=conf.EFFECT_RETRY_BACKOFF_MAX,
+                full_jitter=True,
+            )
+            raise self.retry(exc=exc, countdown=countdown) from exc
+        finally:
+            current_claim.reset(token)
+        self._log(claim, "done", started)
+        return "done"
+
+    def _dead(self, claim: Claim, exc: Exception, started: float) -> str:
+        ledger.bury(claim, _describe(exc))
+        self._log(claim, "dead", started, exc)
+        return "dead"
+
+    def _log(
+        self, claim: Claim, step: str, started: float, exc: BaseException | None = None
+    ) -> None:
+        """One line per lifecycle step: started, then done, retry, dead or lost."""
+        fields: dict[str, Any] = {
+            "effect": claim.id,
+            "task": self.name,
+            "user": claim.user_id,
+            "attempt": claim.attempt,
+            "step": step,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+        }
+        if exc is not None:
+            fields["error"] = _describe(exc)
+        log_step(logger, logging.WARNING if exc or step == "lost" else logging.INFO, **fields)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:500]

@@ -1,0 +1,61 @@
+"""The offload app's settings and their defaults, in one place.
+
+A project sets any of them in its Django settings (this project reads them from the environment
+of the same name in project/settings.py); whatever it leaves out takes the default here.
+
+    from offload.conf import conf
+    conf.EFFECT_MAX_ATTEMPTS
+"""
+
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+
+DEFAULTS: dict[str, Any] = {
+    # Attempts before an effect is dead-lettered (the ledger counts them, across redeliveries).
+    "EFFECT_MAX_ATTEMPTS": 5,
+    # Retry delay: full jitter over EFFECT_RETRY_BACKOFF * 2**attempt seconds, at most the max.
+    "EFFECT_RETRY_BACKOFF": 2,
+    "EFFECT_RETRY_BACKOFF_MAX": 60,
+    # Hard time limit of one attempt, in seconds (the soft limit, at 80%, raises in the task).
+    "EFFECT_TIME_LIMIT": 60,
+    # How long a claim protects an attempt, in seconds: after it an attempt whose worker died is
+    # taken over. It must outlast the time limit, so a live attempt is never taken over.
+    "EFFECT_LEASE_SECONDS": 90,
+    # The relay runs every EFFECT_RELAY_INTERVAL seconds and publishes again: effects never
+    # published after EFFECT_RELAY_GRACE seconds, and effects published but not picked up after
+    # EFFECT_REPUBLISH_AFTER seconds (the broker lost the message).
+    "EFFECT_RELAY_INTERVAL": 5.0,
+    "EFFECT_RELAY_GRACE": 5.0,
+    "EFFECT_REPUBLISH_AFTER": 300.0,
+    # Done effects are deleted after this many days (`manage.py effects prune`, or daily by beat).
+    "EFFECT_RETENTION_DAYS": 7,
+    # GET /metrics answers only with "Authorization: Bearer <METRICS_TOKEN>"; empty: closed.
+    "METRICS_TOKEN": "",
+}
+
+
+class Settings:
+    """Reads each setting from Django's settings at the time of use, falling back to DEFAULTS
+    (so ``override_settings`` and pytest-django's ``settings`` fixture work as usual)."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in DEFAULTS:
+            raise AttributeError(f"offload has no setting {name!r}")
+        return getattr(settings, name, DEFAULTS[name])
+
+    @property
+    def lease(self) -> timedelta:
+        return timedelta(seconds=self.EFFECT_LEASE_SECONDS)
+
+    @property
+    def relay_grace(self) -> timedelta:
+        return timedelta(seconds=self.EFFECT_RELAY_GRACE)
+
+    @property
+    def republish_after(self) -> timedelta:
+        return timedelta(seconds=self.EFFECT_REPUBLISH_AFTER)
+
+
+conf = Settings()

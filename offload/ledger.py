@@ -1,0 +1,133 @@
+"""State changes of an effect row. Each is a single conditional UPDATE, so two workers holding
+the same message can never both run it, and only the attempt holding the claim can settle it."""
+
+import json
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.db import connection
+from django.db.models import Count, Min
+from django.utils import timezone
+
+from .conf import conf
+from .models import Effect
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What one attempt holds: the effect's id, task and stored arguments, and the attempt
+    number that fences every later write of this attempt (see ``_settle``)."""
+
+    id: int
+    task: str
+    args: dict[str, Any]
+    attempt: int
+    user_id: int | None
+    created_at: datetime
+
+
+# The claim this process is running, set by EffectTask: an effect offloaded while it runs (a
+# follow-up) concerns the same user, and an email it sends has a Message-ID fixed per effect.
+current_claim: ContextVar[Claim | None] = ContextVar("current_claim", default=None)
+
+
+# claim() and _settle() run for every effect, so they are written in SQL: one statement each,
+# where the ORM needed a SELECT and an UPDATE. Both SQLite (3.35+) and PostgreSQL support
+# UPDATE ... RETURNING.
+CLAIM_SQL = """
+    UPDATE {table} SET status = %s, attempts = attempts + 1, started_at = %s
+    WHERE id = %s AND task = %s AND (status = %s OR (status = %s AND started_at < %s))
+    RETURNING args, attempts, user_id, created_at
+"""
+
+
+def claim(effect_id: int, task: str) -> Claim | None:
+    """Take the effect for this attempt, or return None when it is not ours to run.
+
+    Claimable: an effect of this ``task`` (a message naming another task's effect must not run
+    this task's code on that effect's arguments), pending, or running past its lease (the worker
+    that held it died; the lease is longer than the task time limit, so a live attempt is never
+    taken over).
+    """
+    now = timezone.now()
+    params = [
+        Effect.Status.RUNNING, _db_time(now), effect_id, task,
+        Effect.Status.PENDING, Effect.Status.RUNNING, _db_time(now - conf.lease),
+    ]  # fmt: skip
+    with connection.cursor() as cursor:
+        cursor.execute(CLAIM_SQL.format(table=_table()), params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    args, attempts, user_id, created_at = row
+    return Claim(
+        id=effect_id,
+        task=task,
+        args=json.loads(args) if isinstance(args, str | bytes) else args,
+        attempt=attempts,
+        user_id=user_id,
+        created_at=_aware(created_at),
+    )
+
+
+def _settle(claim: Claim, **fields: Any) -> bool:
+    """UPDATE the row if this attempt still holds the claim; True when it did."""
+    assignments = ", ".join(f"{connection.ops.quote_name(name)} = %s" for name in fields)
+    values = [_db_time(v) if isinstance(v, datetime) else v for v in fields.values()]
+    sql = f"UPDATE {_table()} SET {assignments} WHERE id = %s AND status = %s AND attempts = %s"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*values, claim.id, Effect.Status.RUNNING, claim.attempt])
+        return cursor.rowcount == 1
+
+
+def _table() -> str:
+    return connection.ops.quote_name(Effect._meta.db_table)
+
+
+def _db_time(value: datetime) -> Any:
+    return connection.ops.adapt_datetimefield_value(value)
+
+
+def _aware(value: str | datetime) -> datetime:
+    """A timestamp read by raw SQL: SQLite gives naive UTC text, PostgreSQL an aware datetime."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if timezone.is_aware(value) else value.replace(tzinfo=UTC)
+
+
+def complete(claim: Claim) -> bool:
+    return _settle(claim, status=Effect.Status.DONE, finished_at=timezone.now(), last_error="")
+
+
+def release(claim: Claim, error: str) -> bool:
+    """Back to pending after a transient failure; the retry message is published right after."""
+    return _settle(
+        claim, status=Effect.Status.PENDING, last_error=error, published_at=timezone.now()
+    )
+
+
+def bury(claim: Claim, error: str) -> bool:
+    """Dead-letter: no more attempts until someone replays it."""
+    return _settle(claim, status=Effect.Status.DEAD, finished_at=timezone.now(), last_error=error)
+
+
+def prune(days: int) -> int:
+    """Delete done effects finished more than ``days`` days ago. Returns the count."""
+    cutoff = timezone.now() - timedelta(days=days)
+    deleted, _ = Effect.objects.filter(status=Effect.Status.DONE, finished_at__lt=cutoff).delete()
+    return deleted
+
+
+def oldest_pending_seconds() -> float:
+    """How long the oldest pending effect has waited (0 when none is pending)."""
+    oldest = Effect.objects.filter(status=Effect.Status.PENDING).aggregate(t=Min("created_at"))["t"]
+    return (timezone.now() - oldest).total_seconds() if oldest else 0.0
+
+
+def summary() -> dict[str, Any]:
+    """Counts by status and the age of the oldest pending effect (`manage.py effects`)."""
+    counts = dict.fromkeys(Effect.Status.values, 0)
+    counts.update(Effect.objects.values_list("status").annotate(n=Count("pk")).order_by())
+    return {"counts": counts, "oldest_pending_seconds": oldest_pending_seconds()}

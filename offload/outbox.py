@@ -1,0 +1,151 @@
+"""The way into the ledger and out to the broker: offload(), the publish after commit, the relay.
+
+A receiver calls ``offload(task, **kwargs)`` (or ``task.offload(**kwargs)``). The effect is
+written to the ledger in the caller's transaction and its id is published to the broker only
+once that transaction commits, so a rolled-back change triggers nothing and a worker never sees
+a row that does not exist yet. If the publish fails, or the process dies before it, the effect
+is still in the ledger and ``relay()`` publishes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from datetime import datetime
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from celery import Task, current_app
+from django.db import transaction
+from django.db.models import F, Q, QuerySet
+from django.utils import timezone
+
+from .conf import conf
+from .ledger import current_claim
+from .log import log_step
+from .models import Effect
+
+if TYPE_CHECKING:
+    from .base import EffectTask
+
+logger = logging.getLogger(__name__)
+
+
+def offload(task: EffectTask, /, **kwargs: Any) -> Effect:
+    """Record that ``task`` must run with ``kwargs`` (JSON-safe values: ids, strings, numbers),
+    and publish it once the current transaction commits.
+
+    The effect concerns the user named by the task's ``user_arg`` argument (``user_id`` unless
+    the task says otherwise); an effect offloaded by a running effect (a follow-up) concerns
+    the same user as its parent. Call it inside the transaction that makes the change.
+    """
+    key = coalescing_key(task, kwargs) if task.coalesce else ""
+    if key and (twin := pending_twin(key)):
+        return twin
+    effect = Effect.objects.create(
+        task=task.name, args=kwargs, user_id=_user_of(task, kwargs), key=key
+    )
+    transaction.on_commit(partial(publish_new, task, effect.pk))
+    return effect
+
+
+def _user_of(task: EffectTask, kwargs: dict[str, Any]) -> int | None:
+    if task.user_arg and kwargs.get(task.user_arg) is not None:
+        return kwargs[task.user_arg]
+    parent = current_claim.get()
+    return parent.user_id if parent else None
+
+
+def coalescing_key(task: Task, kwargs: dict[str, Any]) -> str:
+    payload = json.dumps([task.name, kwargs], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def pending_twin(key: str) -> Effect | None:
+    """The same work, recorded and not yet started, which will therefore see our change.
+
+    The row is locked until our transaction ends, so a worker cannot claim it (and read the
+    data) before our change is committed. A twin already locked by another request is skipped
+    (SKIP LOCKED, PostgreSQL): we record our own effect rather than wait. On SQLite the
+    immediate transaction already holds the database's write lock, which has the same effect.
+    """
+    with transaction.atomic(savepoint=False):
+        return (
+            Effect.objects.select_for_update(skip_locked=True)
+            .filter(key=key, status=Effect.Status.PENDING, attempts=0)
+            .first()
+        )
+
+
+def publish_new(task: Task, effect_id: int) -> None:
+    if publish(task, effect_id):
+        Effect.objects.filter(pk=effect_id).update(published_at=timezone.now())
+        log_step(logger, logging.INFO, effect=effect_id, task=task.name, step="published")
+
+
+def publish(task: Task, effect_id: int) -> bool:
+    """Send the effect id to the broker; a broker failure never reaches the caller.
+
+    No retry here: the request must stay fast while the broker is down, and the effect is safe
+    in the ledger until the relay publishes it.
+    """
+    try:
+        # Only the id travels: the worker reads the arguments from the ledger, so no email
+        # address or other personal data sits in the broker, Flower or a result store.
+        # argsrepr given: Celery would otherwise saferepr() the arguments on every publish.
+        task.apply_async((effect_id,), retry=False, argsrepr=f"({effect_id},)", kwargsrepr="{}")
+    except Exception as exc:  # noqa: BLE001 - any broker error leaves the effect to the relay
+        log_step(
+            logger, logging.WARNING, effect=effect_id, task=task.name, step="publish_failed",
+            error=f"{type(exc).__name__}: {exc} (the relay will publish it)",
+        )  # fmt: skip
+        return False
+    return True
+
+
+@transaction.atomic
+def replay(effects: QuerySet[Effect]) -> int:
+    """Give dead letters a fresh set of attempts and publish them once this commits."""
+    ids = list(effects.filter(status=Effect.Status.DEAD).values_list("pk", "task"))
+    Effect.objects.filter(pk__in=[pk for pk, _ in ids]).update(
+        status=Effect.Status.PENDING, attempts=0, finished_at=None, published_at=None
+    )
+    for pk, name in ids:
+        transaction.on_commit(partial(publish_new, current_app.tasks[name], pk))
+    return len(ids)
+
+
+def due_for_relay(now: datetime) -> QuerySet[Effect]:
+    """Effects whose message may never arrive, oldest first."""
+    never_published = Q(
+        status=Effect.Status.PENDING,
+        published_at__isnull=True,
+        created_at__lt=now - conf.relay_grace,
+    )
+    lost = Q(status=Effect.Status.PENDING, published_at__lt=now - conf.republish_after)
+    # Claimed by a worker that died: publish once per lost claim (or after REPUBLISH_AFTER).
+    abandoned = Q(status=Effect.Status.RUNNING, started_at__lt=now - conf.lease) & (
+        Q(published_at__isnull=True)
+        | Q(published_at__lt=F("started_at"))
+        | Q(published_at__lt=now - conf.republish_after)
+    )
+    return Effect.objects.filter(never_published | lost | abandoned).order_by("created_at")
+
+
+def relay(limit: int = 1000) -> int:
+    """Publish again what the broker may never have had or may have lost. Returns the count."""
+    now = timezone.now()
+    published = []
+    for pk, name in due_for_relay(now).values_list("pk", "task")[:limit]:
+        task = current_app.tasks.get(name)
+        if task is None:  # renamed or removed in a deploy: nothing can ever run it
+            Effect.objects.filter(pk=pk).update(
+                status=Effect.Status.DEAD, finished_at=now, last_error=f"unknown task {name!r}"
+            )
+        elif publish(task, pk):
+            published.append(pk)
+    Effect.objects.filter(pk__in=published).update(published_at=now)
+    if published:
+        logger.info("relay published %s effect(s) again", len(published))
+    return len(published)

@@ -1,6 +1,0 @@
-from django.apps import AppConfig
-
-
-class WorkersConfig(AppConfig):
-    name = "workers"
-    verbose_name = "Offloaded effects"
