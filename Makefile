@@ -41,9 +41,12 @@ bench: $(VENV)/.installed
 screenshots: $(VENV)/.installed
 	SCREENSHOT_DIR=$(CURDIR)/docs/screenshots $(BIN)/python -m devtools.localredis -- $(BIN)/python -m pytest tests/test_browser.py
 
+# Style, the import contracts (pyproject.toml) and types of the reusable machinery (offload/).
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy offload
 
 format: $(VENV)/.installed
 	$(BIN)/ruff format .

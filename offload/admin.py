@@ -1,11 +1,13 @@
 from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
 
 from . import outbox
 from .models import Effect
 
 
 @admin.register(Effect)
-class EffectAdmin(admin.ModelAdmin):
+class EffectAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # not subscriptable at run time
     list_display = ("id", "task", "status", "attempts", "user", "created_at", "finished_at")
     list_filter = ("status", "task")
     search_fields = ("=id", "task", "user__username")
@@ -14,9 +16,9 @@ class EffectAdmin(admin.ModelAdmin):
     actions = ["replay"]
 
     @admin.action(description="Replay selected dead letters")
-    def replay(self, request, queryset):
+    def replay(self, request: HttpRequest, queryset: QuerySet[Effect]) -> None:
         count = outbox.replay(queryset)
         self.message_user(request, f"Replayed {count} dead letter(s).", messages.SUCCESS)
 
-    def has_add_permission(self, request):
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # effects are recorded by offload(), never by hand

@@ -35,7 +35,7 @@ class LeaseLost(Exception):
     """This attempt no longer holds its effect: another attempt took it over."""
 
 
-class EffectTask(Task):
+class EffectTask(Task[..., Any]):
     """Runs the effect whose id the message carries, with the arguments stored in the ledger.
 
     The message is only a pointer; a redelivered or duplicated message for an effect that is done,

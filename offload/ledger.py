@@ -79,7 +79,7 @@ def _settle(claim: Claim, **fields: Any) -> bool:
     sql = f"UPDATE {_table()} SET {assignments} WHERE id = %s AND status = %s AND attempts = %s"
     with connection.cursor() as cursor:
         cursor.execute(sql, [*values, claim.id, Effect.Status.RUNNING, claim.attempt])
-        return cursor.rowcount == 1
+        return bool(cursor.rowcount == 1)
 
 
 def _table() -> str:

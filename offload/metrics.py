@@ -5,10 +5,12 @@ reports the same numbers (no per-process counters to add up).
 """
 
 import hmac
+from collections.abc import Iterator
+from typing import Any
 
 from celery import current_app as app
 from django.db.models import Count
-from django.http import HttpResponse
+from django.http import HttpRequest, HttpResponse
 from kombu.exceptions import ChannelError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -20,7 +22,7 @@ from .models import Effect
 
 
 class LedgerCollector(Collector):
-    def collect(self):
+    def collect(self) -> Iterator[GaugeMetricFamily]:
         effects = GaugeMetricFamily(
             "effects", "Effects in the ledger, by status and task.", labels=["status", "task"]
         )
@@ -47,7 +49,7 @@ class LedgerCollector(Collector):
         )
         yield from self.queues()
 
-    def queues(self):
+    def queues(self) -> Iterator[GaugeMetricFamily]:
         depth = GaugeMetricFamily(
             "celery_queue_depth", "Messages waiting per queue.", labels=["queue"]
         )
@@ -72,9 +74,9 @@ def queue_names() -> list[str]:
     return sorted(configured | {app.conf.task_default_queue})
 
 
-def queue_depth(channel, queue: str) -> int:
+def queue_depth(channel: Any, queue: str) -> int:
     try:
-        return channel.queue_declare(queue, passive=True).message_count
+        return int(channel.queue_declare(queue, passive=True).message_count)
     except ChannelError:  # Redis keeps no key for an empty queue
         return 0
 
@@ -83,7 +85,7 @@ registry = CollectorRegistry(auto_describe=False)
 registry.register(LedgerCollector())
 
 
-def metrics(request):
+def metrics(request: HttpRequest) -> HttpResponse:
     expected = f"Bearer {conf.METRICS_TOKEN}"
     given = request.headers.get("Authorization", "")
     if not conf.METRICS_TOKEN or not hmac.compare_digest(given.encode(), expected.encode()):

@@ -51,13 +51,13 @@ def offload(task: EffectTask, /, **kwargs: Any) -> Effect:
 
 
 def _user_of(task: EffectTask, kwargs: dict[str, Any]) -> int | None:
-    if task.user_arg and kwargs.get(task.user_arg) is not None:
-        return kwargs[task.user_arg]
-    parent = current_claim.get()
-    return parent.user_id if parent else None
+    user: int | None = kwargs.get(task.user_arg) if task.user_arg else None
+    if user is None and (parent := current_claim.get()):
+        user = parent.user_id
+    return user
 
 
-def coalescing_key(task: Task, kwargs: dict[str, Any]) -> str:
+def coalescing_key(task: Task[..., Any], kwargs: dict[str, Any]) -> str:
     payload = json.dumps([task.name, kwargs], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(payload.encode()).hexdigest()
 
@@ -78,13 +78,13 @@ def pending_twin(key: str) -> Effect | None:
         )
 
 
-def publish_new(task: Task, effect_id: int) -> None:
+def publish_new(task: Task[..., Any], effect_id: int) -> None:
     if publish(task, effect_id):
         Effect.objects.filter(pk=effect_id).update(published_at=timezone.now())
         log_step(logger, logging.INFO, effect=effect_id, task=task.name, step="published")
 
 
-def publish(task: Task, effect_id: int) -> bool:
+def publish(task: Task[..., Any], effect_id: int) -> bool:
     """Send the effect id to the broker; a broker failure never reaches the caller.
 
     No retry here: the request must stay fast while the broker is down, and the effect is safe
@@ -94,7 +94,9 @@ def publish(task: Task, effect_id: int) -> bool:
         # Only the id travels: the worker reads the arguments from the ledger, so no email
         # address or other personal data sits in the broker, Flower or a result store.
         # argsrepr given: Celery would otherwise saferepr() the arguments on every publish.
-        task.apply_async((effect_id,), retry=False, argsrepr=f"({effect_id},)", kwargsrepr="{}")
+        task.apply_async(  # type: ignore[call-arg]  # celery-types lacks argsrepr, kwargsrepr
+            (effect_id,), retry=False, argsrepr=f"({effect_id},)", kwargsrepr="{}"
+        )
     except Exception as exc:  # noqa: BLE001 - any broker error leaves the effect to the relay
         log_step(
             logger, logging.WARNING, effect=effect_id, task=task.name, step="publish_failed",

@@ -7,19 +7,21 @@ client is thread-safe and takes a connection from the pool per command, so one p
 enough. Selected by CELERY_BROKER_TRANSPORT for redis:// and rediss:// URLs.
 """
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cached_property
+from typing import Any
 
 from kombu.transport import redis
 
 
 class Channel(redis.Channel):
     @cached_property
-    def _shared_client(self):
-        return self._create_client()
+    def _shared_client(self) -> Any:
+        return self._create_client()  # type: ignore[attr-defined]  # kombu's, untyped
 
     @contextmanager
-    def conn_or_acquire(self, client=None):
+    def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
         # A client made while the connection was up keeps working (or raises ConnectionError,
         # which callers handle) after the connection object is torn down; a new one cannot
         # even be built then (AttributeError in _connparams, kombu#970-like).

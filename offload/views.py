@@ -2,15 +2,15 @@
 
 from celery import current_app as app
 from django.db import connection
-from django.http import JsonResponse
+from django.http import HttpRequest, JsonResponse
 
 
-def healthz(request):
+def healthz(request: HttpRequest) -> JsonResponse:
     """The process answers; nothing else is checked."""
     return JsonResponse({"status": "ok"})
 
 
-def readyz(request):
+def readyz(request: HttpRequest) -> JsonResponse:
     """Ready to do the whole job: database, broker and at least one live worker."""
     checks = {"database": _database_ok(), "broker": _broker_ok()}
     checks["worker"] = checks["broker"] and _worker_ok()

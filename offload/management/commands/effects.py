@@ -1,5 +1,8 @@
 """python manage.py effects [status|relay|replay|prune]: look after the effect ledger."""
 
+from argparse import ArgumentParser
+from typing import Any
+
 from django.core.management.base import BaseCommand, CommandError
 
 from offload import ledger, outbox
@@ -12,7 +15,7 @@ class Command(BaseCommand):
         "Show the effect ledger (default), relay unpublished effects, replay dead letters, prune."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: ArgumentParser) -> None:
         actions = parser.add_subparsers(dest="action", title="actions")
         actions.add_parser("status", help="counts by status and the age of the oldest pending")
         actions.add_parser("relay", help="publish effects the broker never had or lost")
@@ -23,19 +26,19 @@ class Command(BaseCommand):
         prune = actions.add_parser("prune", help="delete done effects older than --days")
         prune.add_argument("--days", type=int, default=conf.EFFECT_RETENTION_DAYS)
 
-    def handle(self, *args, action=None, **options):
+    def handle(self, *args: Any, action: str | None = None, **options: Any) -> None:
         getattr(self, action or "status")(**options)
 
-    def status(self, **options):
+    def status(self, **options: Any) -> None:
         summary = ledger.summary()
         for status, count in summary["counts"].items():
             self.stdout.write(f"{status:<8} {count}")
         self.stdout.write(f"oldest pending: {summary['oldest_pending_seconds']:.1f}s")
 
-    def relay(self, **options):
+    def relay(self, **options: Any) -> None:
         self.stdout.write(f"published {outbox.relay()} effect(s) again")
 
-    def replay(self, ids, every, task, **options):
+    def replay(self, ids: list[int], every: bool, task: str | None, **options: Any) -> None:
         if not ids and not every and not task:
             raise CommandError("name effect ids, or --all, or --task NAME")
         effects = Effect.objects.filter(status=Effect.Status.DEAD)
@@ -45,7 +48,7 @@ class Command(BaseCommand):
             effects = effects.filter(task=task)
         self.stdout.write(f"replayed {outbox.replay(effects)} dead letter(s)")
 
-    def prune(self, days, **options):
+    def prune(self, days: int, **options: Any) -> None:
         if days < 0:
             raise CommandError("--days must be 0 or more")
         self.stdout.write(f"pruned {ledger.prune(days)} done effect(s) older than {days} day(s)")
