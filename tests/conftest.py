@@ -4,9 +4,12 @@ Redis: `make test` starts a private server and sets REDIS_URL (devtools/localred
 that must stop Redis starts its own with `LocalRedis`.
 """
 
+import base64
 import email
 import email.policy
+import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -18,6 +21,7 @@ from django.db import connection
 
 from devtools.localredis import free_port
 from devtools.processes import Service, start_worker
+from tests.client import ApiClient
 
 
 class SmtpSink:
@@ -117,6 +121,23 @@ def worker(worker_env, tmp_path_factory):
 
 
 @pytest.fixture
-def broker() -> redis.Redis:
-    """A client of the broker's Redis, to look at the queues."""
-    return redis.Redis.from_url(django_settings.CELERY_BROKER_URL)
+def api() -> ApiClient:
+    """A browser-like client of the API in this process, CSRF enforced (tests/client.py)."""
+    return ApiClient()
+
+
+class Broker(redis.Redis):
+    def effect_ids(self, queue: str) -> list[int]:
+        """The effect ids waiting in ``queue``, oldest first (kombu pushes left, pops right)."""
+        bodies = (json.loads(raw)["body"] for raw in reversed(self.lrange(queue, 0, -1)))
+        return [json.loads(base64.b64decode(body))[0][0] for body in bodies]
+
+
+@pytest.fixture
+def broker() -> Iterator[Broker]:
+    """A client of the broker's Redis, with the effect queues empty before and after the test
+    (so a test sees only its own messages and leaves none for the next)."""
+    client = Broker.from_url(django_settings.CELERY_BROKER_URL)
+    client.delete(*django_settings.EFFECT_QUEUES)
+    yield client
+    client.delete(*django_settings.EFFECT_QUEUES)

@@ -4,62 +4,20 @@ codes, and a 4xx (never a 500) for bad input on every endpoint."""
 import json
 
 import pytest
-from django.core.files.uploadedfile import SimpleUploadedFile
-from django.test import Client
 
 from notifications.models import Document
 from offload.models import Effect
+from tests.client import upload_file
 from tests.factories import PASSWORD, make_document, make_user
 
 pytestmark = pytest.mark.django_db
 
 
-class Api:
-    """A browser-like client: gets the CSRF cookie first and sends it back as X-CSRFToken."""
-
-    def __init__(self):
-        self.client = Client(enforce_csrf_checks=True)
-        self.client.get("/api/csrf")
-
-    @property
-    def csrf(self) -> dict:
-        """The header to send; the token changes at sign-in, so it is read from the cookie."""
-        return {"X-CSRFToken": self.client.cookies["csrftoken"].value}
-
-    def get(self, path, **params):
-        return self.client.get(path, params)
-
-    def post(self, path, data=None, **extra):
-        return self.client.post(
-            path, json.dumps(data), content_type="application/json", headers=self.csrf, **extra
-        )
-
-    def upload(self, path, data):
-        return self.client.post(path, data, headers=self.csrf)
-
-    def delete(self, path):
-        return self.client.delete(path, headers=self.csrf)
-
-    def login(self, user):
-        response = self.post("/api/session", {"username": user.username, "password": PASSWORD})
-        assert response.status_code == 200, response.content
-        return response
-
-
-@pytest.fixture
-def api():
-    return Api()
-
-
 @pytest.fixture
 def alice(api):
     user = make_user("alice")
-    api.login(user)
+    assert api.sign_in(user.username).status_code == 200
     return user
-
-
-def upload_file(content=b"hello world", name="hello.txt"):
-    return SimpleUploadedFile(name, content, content_type="text/plain")
 
 
 def assert_names_field(response, status, field):
@@ -84,7 +42,8 @@ def test_sign_up_creates_the_account_and_records_the_welcome_email(api):
 
 def test_sign_in_and_out(api):
     user = make_user()
-    response = api.login(user)
+    response = api.sign_in(user.username)
+    assert response.status_code == 200
     assert response.json()["username"] == user.username
     assert Effect.objects.filter(task="record_login", user=user).count() == 1
     assert api.get("/api/me").status_code == 200
@@ -190,8 +149,8 @@ def test_bad_sign_ups_are_400_naming_the_field(api, payload, field):
 
 @pytest.mark.parametrize("body", [b"", b"{", b"[]", b"null", b'"text"', b"\xff\xfe"])
 def test_a_body_that_is_not_a_json_object_is_400(api, body):
-    response = api.client.post(
-        "/api/users", body, content_type="application/json", headers=api.csrf
+    response = api.http.post(
+        "/api/users", body, content_type="application/json", headers=api.csrf_header
     )
     assert response.status_code == 400
     assert response.json()["detail"]
@@ -199,7 +158,7 @@ def test_a_body_that_is_not_a_json_object_is_400(api, body):
 
 def test_unsafe_requests_without_the_csrf_token_are_403(api):
     user = make_user()
-    response = api.client.post(
+    response = api.http.post(
         "/api/session",
         json.dumps({"username": user.username, "password": PASSWORD}),
         content_type="application/json",
@@ -261,11 +220,11 @@ def test_a_hostile_file_name_is_stored_inside_media_root_or_refused(api, alice, 
         f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
         f"Content-Type: text/plain\r\n\r\nhi\r\n--{boundary}--\r\n"
     ).encode()
-    response = api.client.post(
+    response = api.http.post(
         "/api/documents",
         body,
         content_type=f"multipart/form-data; boundary={boundary}",
-        headers=api.csrf,
+        headers=api.csrf_header,
     )
     assert response.status_code in (201, 400), response.content
     if response.status_code == 201:
@@ -301,14 +260,14 @@ def test_bad_effect_limits_are_400(api, alice):
 def test_a_multipart_header_without_a_valid_body_is_400_not_500(api):
     """Found by the fuzzer: the CSRF check read request.POST and the parser error escaped."""
     for path in ("/api/users", "/api/session"):
-        response = api.client.post(
-            path, b'{"username": ""}', content_type="multipart/form-data", headers=api.csrf
+        response = api.http.post(
+            path, b'{"username": ""}', content_type="multipart/form-data", headers=api.csrf_header
         )
         assert response.status_code == 400, (path, response.content)
         assert response.json()["detail"]
 
 
 def test_errors_outside_the_routes_are_json_too(api):
-    response = api.client.put("/api/csrf", headers=api.csrf)
+    response = api.http.put("/api/csrf", headers=api.csrf_header)
     assert response.status_code == 405 and response.json() == {"detail": "Method Not Allowed"}
     assert api.get("/api/no-such-thing").json() == {"detail": "Not Found"}

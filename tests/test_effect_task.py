@@ -7,16 +7,23 @@ in test_integration.py.
 from datetime import timedelta
 
 import pytest
+from celery import shared_task
 from django.core import mail
+from django.db.models import F
 from django.utils import timezone
 
 from notifications import tasks
 from notifications.models import Profile
+from offload import EffectTask, ledger
 from offload.conf import conf
 from offload.models import Effect
 from tests.factories import make_user
 
 pytestmark = pytest.mark.django_db
+
+
+def now() -> str:
+    return timezone.now().isoformat()
 
 
 def test_an_effect_runs_once_and_a_repeated_message_is_a_no_op():
@@ -122,3 +129,73 @@ def test_a_database_effect_that_fails_halfway_leaves_no_partial_write():
     assert Effect.objects.get(pk=effect.pk).last_error.startswith("ValueError")
     assert not Profile.objects.filter(user=user).exists()
     assert user.login_activity.count() == 0
+
+
+def test_a_stale_attempt_cannot_settle_an_effect_another_attempt_holds():
+    make_user()
+    [effect] = Effect.objects.filter(task="send_welcome_email")
+    stale = ledger.claim(effect.pk, "send_welcome_email")
+    # Its worker stalls past the lease; another attempt takes the effect over.
+    expired = timezone.now() - conf.lease - timedelta(seconds=1)
+    Effect.objects.filter(pk=effect.pk).update(started_at=expired)
+    current = ledger.claim(effect.pk, "send_welcome_email")
+    assert (stale.attempt, current.attempt) == (1, 2)
+
+    assert not ledger.complete(stale)
+    assert not ledger.release(stale, "late")
+    assert not ledger.bury(stale, "late")
+    row = Effect.objects.get(pk=effect.pk)
+    assert (row.status, row.attempts, row.last_error) == (Effect.Status.RUNNING, 2, "")
+
+    assert ledger.complete(current)
+    assert Effect.objects.get(pk=effect.pk).status == Effect.Status.DONE
+
+
+@shared_task(base=EffectTask, name="tests.overtaken_write", atomic=True)
+def overtaken_write(user_id: int) -> None:
+    """A database effect during which another attempt takes its effect over (a worker that
+    stalled past its lease): its write must not survive."""
+    Profile.objects.create(user_id=user_id, login_count=99)
+    Effect.objects.filter(task="tests.overtaken_write").update(attempts=F("attempts") + 1)
+
+
+def test_a_database_effect_that_lost_its_lease_rolls_back():
+    user = make_user()
+    effect = overtaken_write.offload(user_id=user.pk)
+    assert overtaken_write(effect.pk) == "lost"
+    assert not Profile.objects.filter(user=user).exists()
+    assert Effect.objects.get(pk=effect.pk).status == Effect.Status.RUNNING
+
+
+def test_a_sign_in_from_a_new_device_offloads_the_email_for_the_same_user():
+    user = make_user()
+    for ip in ("10.0.0.1", "203.0.113.7"):
+        effect = tasks.record_login.offload(user_id=user.pk, ip=ip, user_agent="x", at=now())
+        assert tasks.record_login(effect.pk) == "done"
+    [email] = Effect.objects.filter(task="send_new_sign_in_email")
+    new_login = user.login_activity.get(ip="203.0.113.7")
+    assert email.args == {"login_id": new_login.pk}
+    assert email.user_id == user.pk, "a follow-up concerns its parent's user"
+
+
+def test_the_failure_that_crosses_the_threshold_offloads_one_alert(settings):
+    user = make_user()
+    for _ in range(settings.FAILED_LOGIN_ALERT_THRESHOLD + 1):
+        effect = tasks.record_failed_login.offload(
+            username_hash="ab" * 32, ip="10.0.0.9", at=now(), user_id=user.pk
+        )
+        assert tasks.record_failed_login(effect.pk) == "done"
+    [alert] = Effect.objects.filter(task="send_failed_login_alert")
+    assert alert.user_id == user.pk
+    assert alert.args == {"failed_login_id": user.failed_logins.get(alerted=True).pk}
+
+
+def test_an_email_has_a_message_id_fixed_by_its_effect():
+    make_user()
+    [effect] = Effect.objects.filter(task="send_welcome_email")
+    assert tasks.send_welcome_email(effect.pk) == "done"
+    Effect.objects.filter(pk=effect.pk).update(status=Effect.Status.PENDING)  # a repeat
+    assert tasks.send_welcome_email(effect.pk) == "done"
+    first, repeat = (m.extra_headers["Message-ID"] for m in mail.outbox)
+    assert first == repeat
+    assert first.startswith(f"<effect-{effect.pk}.") and first.endswith("@example.com>")

@@ -26,7 +26,8 @@ from devtools.processes import ROOT, start_beat, start_web, start_worker, wait_f
 from notifications import services, tasks
 from notifications.models import LoginActivity
 from offload.models import Effect
-from tests.factories import PASSWORD, Visitor, make_document, make_user
+from tests.client import ApiClient
+from tests.factories import PASSWORD, make_document, make_user
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -155,7 +156,7 @@ def test_sign_ups_while_redis_is_stopped_for_10_seconds_lose_nothing(
         if workers[-1].process.poll() is not None:
             workers.append(start_worker(env, tmp_path / f"worker-{len(workers)}.log"))
 
-    visitor = Visitor(web.url)
+    visitor = ApiClient(web.url)
     statuses, during, outside = Counter(), [], []
     outage_started = outage_ended = None
     try:
@@ -207,7 +208,7 @@ def test_the_relay_restores_effects_redis_lost(worker_env, tmp_path, smtp_sink, 
     env = {**worker_env, **FAST_RECOVERY, "REDIS_URL": server.url}
     services = [start_web(env, tmp_path / "web.log")]
     try:
-        visitor = Visitor(services[0].url)
+        visitor = ApiClient(services[0].url)
         for i in range(50):
             assert visitor.sign_up(f"k3-{i}").status_code == 201
         queued = redis.Redis.from_url(server.url).llen("emails")

@@ -4,14 +4,14 @@ HTTP: no 5xx, every documented response matches its schema, every error body say
 import json
 
 import pytest
-import requests
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from notifications.api import api
-from tests.factories import Visitor, make_document, make_user
+from tests.client import ApiClient
+from tests.factories import make_document, make_user
 
 EXAMPLES = 30  # per operation; 12 operations
 
@@ -28,13 +28,13 @@ schema = schemathesis.openapi.from_dict(api.get_openapi_schema(path_prefix="/api
 
 
 @pytest.fixture
-def signed_in(live_server, transactional_db) -> requests.Session:
+def signed_in(live_server, transactional_db) -> ApiClient:
     """A browser-like session of a user who owns a document."""
     user = make_user("fuzzer", email="fuzzer@example.com")
     make_document(user)
-    session = Visitor(live_server.url)
-    assert session.sign_in("fuzzer").status_code == 200
-    return session
+    client = ApiClient(live_server.url)
+    assert client.sign_in("fuzzer").status_code == 200
+    return client
 
 
 @schema.parametrize()
@@ -47,7 +47,7 @@ def signed_in(live_server, transactional_db) -> requests.Session:
 def test_the_api_holds_under_generated_input(case, signed_in, live_server):
     case.call_and_validate(
         base_url=live_server.url,
-        session=signed_in,
-        headers={"X-CSRFToken": signed_in.cookies.get("csrftoken", "")},
+        session=signed_in.http,
+        headers=signed_in.csrf_header,
         checks=[not_a_server_error, response_schema_conformance, error_names_the_problem],
     )

@@ -8,7 +8,7 @@ import requests
 
 from devtools.localredis import LocalRedis
 from devtools.processes import start_web, start_worker, wait_for
-from tests.factories import Visitor
+from tests.client import ApiClient
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -87,7 +87,7 @@ def test_metrics_move_when_effects_run(stack):
     done = 'effects{status="done",task="send_welcome_email"}'
     before = metric(get(stack, "/metrics", headers=auth).text, done)
 
-    assert Visitor(stack["web"].url).sign_up("metrics-1").status_code == 201
+    assert ApiClient(stack["web"].url).sign_up("metrics-1").status_code == 201
     text = wait_for(
         lambda: (
             (t := get(stack, "/metrics", headers=auth).text) and metric(t, done) == before + 1 and t
@@ -100,7 +100,7 @@ def test_metrics_move_when_effects_run(stack):
 
 
 def test_the_worker_logs_one_json_line_per_step(stack):
-    assert Visitor(stack["web"].url).sign_up("json-1").status_code == 201
+    assert ApiClient(stack["web"].url).sign_up("json-1").status_code == 201
 
     def effect_lines():
         lines = []

@@ -3,50 +3,12 @@ process on a real Redis, and a real SMTP sink on loopback. No eager mode: every 
 broker and runs in the worker process."""
 
 import pytest
-import requests
 
 from devtools.processes import wait_for
 from offload.models import Effect
-from tests.factories import PASSWORD
+from tests.client import ApiClient, upload_file
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
-
-
-class Browser(requests.Session):
-    """A requests session that speaks to the live server with Django's CSRF rules."""
-
-    def __init__(self, base_url: str, user_agent: str = "IntegrationTest/1.0"):
-        super().__init__()
-        self.base_url = base_url
-        self.headers["User-Agent"] = user_agent
-        self.get("/api/csrf").raise_for_status()
-
-    def request(self, method, url, *args, **kwargs):
-        headers = kwargs.pop("headers", None) or {}
-        if method.upper() not in ("GET", "HEAD") and "csrftoken" in self.cookies:
-            headers["X-CSRFToken"] = self.cookies["csrftoken"]
-        return super().request(
-            method, self.base_url + url, *args, headers=headers, timeout=10, **kwargs
-        )
-
-    def sign_up(self, username: str) -> dict:
-        email = f"{username}@example.com"
-        response = self.post(
-            "/api/users", json={"username": username, "email": email, "password": PASSWORD}
-        )
-        assert response.status_code == 201, response.text
-        return response.json()
-
-    def sign_in(self, username: str, password: str = PASSWORD) -> requests.Response:
-        return self.post("/api/session", json={"username": username, "password": password})
-
-    def effects(self, task: str | None = None) -> list[dict]:
-        effects = self.get("/api/me/effects").json()
-        return [e for e in effects if task in (None, e["task"])]
-
-    def all_done(self) -> bool:
-        effects = self.effects()
-        return bool(effects) and all(e["status"] == "done" for e in effects)
 
 
 def record_failed_login_effects(username: str) -> list[Effect]:
@@ -56,11 +18,12 @@ def record_failed_login_effects(username: str) -> list[Effect]:
 
 @pytest.fixture
 def browser(live_server, worker):
-    return Browser(live_server.url)
+    return ApiClient(live_server.url, user_agent="IntegrationTest/1.0")
 
 
 def test_sign_up_over_http_delivers_the_welcome_email(browser, smtp_sink):
-    user = browser.sign_up("ada")
+    response = browser.sign_up("ada")
+    assert response.status_code == 201, response.text
     [message] = wait_for(lambda: smtp_sink.to("ada@example.com"), what="the welcome email")
     assert message["Subject"] == "Welcome aboard"
     assert "Hello ada" in message.get_body(("plain",)).get_content()
@@ -71,7 +34,7 @@ def test_sign_up_over_http_delivers_the_welcome_email(browser, smtp_sink):
         lambda: [e for e in browser.effects("send_welcome_email") if e["status"] == "done"]
     )
     assert welcome[0]["attempts"] == 1
-    assert user["id"]
+    assert response.json()["id"]
 
 
 def test_sign_in_is_recorded_and_a_new_browser_is_emailed(browser, live_server, smtp_sink):
@@ -84,7 +47,7 @@ def test_sign_in_is_recorded_and_a_new_browser_is_emailed(browser, live_server, 
     assert profile["last_login_ip"] == "127.0.0.1"
     assert profile["last_login_at"]
 
-    other = Browser(live_server.url, user_agent="AnotherBrowser/2.0")
+    other = ApiClient(live_server.url, user_agent="AnotherBrowser/2.0")
     assert other.sign_in("lin").status_code == 200
     [alert] = wait_for(
         lambda: [m for m in smtp_sink.to("lin@example.com") if "New sign-in" in m["Subject"]],
@@ -114,16 +77,16 @@ def test_upload_replace_delete_cleans_files_and_keeps_counters_right(browser, me
     browser.sign_up("sam")
     browser.sign_in("sam")
 
-    response = browser.post(
-        "/api/documents", data={"title": "Plan"}, files={"file": ("plan.txt", b"v1 plan")}
+    response = browser.upload(
+        "/api/documents", {"title": "Plan", "file": upload_file(b"v1 plan", "plan.txt")}
     )
     assert response.status_code == 201, response.text
     first = response.json()
     assert (media_root / first["file"]).exists()
     wait_for(lambda: browser.get("/api/me").json()["profile"]["storage_bytes"] == 7)
 
-    response = browser.post(
-        f"/api/documents/{first['id']}/file", files={"file": ("plan.txt", b"v2")}
+    response = browser.upload(
+        f"/api/documents/{first['id']}/file", {"file": upload_file(b"v2", "plan.txt")}
     )
     assert response.status_code == 200
     replaced = response.json()
@@ -131,7 +94,7 @@ def test_upload_replace_delete_cleans_files_and_keeps_counters_right(browser, me
     assert (media_root / replaced["file"]).read_bytes() == b"v2"
     wait_for(lambda: browser.get("/api/me").json()["profile"]["storage_bytes"] == 2)
 
-    browser.post("/api/documents", data={"title": "Other"}, files={"file": ("o.txt", b"12345")})
+    browser.upload("/api/documents", {"title": "Other", "file": upload_file(b"12345", "o.txt")})
     wait_for(lambda: browser.get("/api/me").json()["profile"]["document_count"] == 2)
 
     assert browser.delete(f"/api/documents/{first['id']}").status_code == 204
@@ -146,11 +109,11 @@ def test_upload_replace_delete_cleans_files_and_keeps_counters_right(browser, me
 def test_sharing_emails_the_recipient(browser, smtp_sink):
     browser.sign_up("kim")
     browser.sign_in("kim")
-    document = browser.post(
-        "/api/documents", data={"title": "Recipe"}, files={"file": ("r.txt", b"salt")}
+    document = browser.upload(
+        "/api/documents", {"title": "Recipe", "file": upload_file(b"salt", "r.txt")}
     ).json()
     response = browser.post(
-        f"/api/documents/{document['id']}/share", json={"email": "friend@example.org"}
+        f"/api/documents/{document['id']}/share", {"email": "friend@example.org"}
     )
     assert response.status_code == 202
     [message] = wait_for(lambda: smtp_sink.to("friend@example.org"), what="the share email")

@@ -4,7 +4,6 @@ threat to its test here."""
 
 import base64
 import io
-import json
 import os
 import threading
 from datetime import timedelta
@@ -18,7 +17,6 @@ from django.conf import settings
 from django.core import mail
 from django.core.exceptions import SuspiciousFileOperation
 from django.core.management import call_command
-from django.test import Client
 from django.utils import timezone
 from kombu import Connection, Exchange, Producer
 
@@ -26,71 +24,59 @@ from devtools.localredis import free_port
 from devtools.processes import Service, celery, start_worker, wait_for
 from notifications import effects, tasks
 from offload.models import Effect
-from tests.factories import PASSWORD, Visitor, make_user
+from tests.client import ApiClient
+from tests.factories import PASSWORD, make_user
 
 pytestmark = pytest.mark.django_db
-
-
-def sign_in(client: Client, username: str, password: str, **headers):
-    return client.post(
-        "/api/session",
-        json.dumps({"username": username, "password": password}),
-        content_type="application/json",
-        **headers,
-    )
 
 
 # --- brute force ---------------------------------------------------------------------------
 
 
-def test_five_failures_lock_the_username_out_from_that_address(client, settings):
+def test_five_failures_lock_the_username_out_from_that_address(api, settings):
     user = make_user()
     for _ in range(settings.AXES_FAILURE_LIMIT - 1):
-        assert sign_in(client, user.username, "wrong").status_code == 401
-    assert sign_in(client, user.username, "wrong").status_code == 429  # the 5th locks
-    locked = sign_in(client, user.username, PASSWORD)  # even the right password
+        assert api.sign_in(user.username, "wrong").status_code == 401
+    assert api.sign_in(user.username, "wrong").status_code == 429  # the 5th locks
+    locked = api.sign_in(user.username, PASSWORD)  # even the right password
     assert locked.status_code == 429
     assert "Try again in 15 minutes" in locked.json()["detail"]
     assert not Effect.objects.filter(task="record_login").exists()
     # Other accounts, and the same account from elsewhere, are not locked.
     other = make_user()
-    assert sign_in(client, other.username, PASSWORD).status_code == 200
-    assert sign_in(Client(REMOTE_ADDR="10.9.9.9"), user.username, PASSWORD).status_code == 200
+    assert api.sign_in(other.username, PASSWORD).status_code == 200
+    assert ApiClient(remote_addr="10.9.9.9").sign_in(user.username, PASSWORD).status_code == 200
 
 
-def test_rotating_x_forwarded_for_does_not_escape_the_lockout(client, settings):
+def test_rotating_x_forwarded_for_does_not_escape_the_lockout(api, settings):
     user = make_user()
     for i in range(settings.AXES_FAILURE_LIMIT + 3):
-        sign_in(client, user.username, "wrong", HTTP_X_FORWARDED_FOR=f"198.51.100.{i}")
-    response = sign_in(client, user.username, PASSWORD, HTTP_X_FORWARDED_FOR="203.0.113.99")
+        api.sign_in(user.username, "wrong", headers={"X-Forwarded-For": f"198.51.100.{i}"})
+    response = api.sign_in(user.username, PASSWORD, headers={"X-Forwarded-For": "203.0.113.99"})
     assert response.status_code == 429
 
 
-def test_behind_a_configured_proxy_the_forwarded_address_is_the_client(client, settings):
+def test_behind_a_configured_proxy_the_forwarded_address_is_the_client(api, settings):
     settings.TRUSTED_PROXY_COUNT = 1
     user = make_user()
+    proxied = {"X-Forwarded-For": "198.51.100.1"}
     for _ in range(settings.AXES_FAILURE_LIMIT):
-        sign_in(client, user.username, "wrong", HTTP_X_FORWARDED_FOR="198.51.100.1")
-    assert (
-        sign_in(client, user.username, PASSWORD, HTTP_X_FORWARDED_FOR="198.51.100.1").status_code
-        == 429
-    )
+        api.sign_in(user.username, "wrong", headers=proxied)
+    assert api.sign_in(user.username, PASSWORD, headers=proxied).status_code == 429
     # A different client behind the same proxy is not locked out.
-    assert (
-        sign_in(client, user.username, PASSWORD, HTTP_X_FORWARDED_FOR="198.51.100.2").status_code
-        == 200
-    )
+    other = {"X-Forwarded-For": "198.51.100.2"}
+    assert api.sign_in(user.username, PASSWORD, headers=other).status_code == 200
 
 
-def test_the_lockout_ends_when_the_cool_off_has_passed(client, settings):
+def test_the_lockout_ends_when_the_cool_off_has_passed(api, settings):
     user = make_user()
     for _ in range(settings.AXES_FAILURE_LIMIT):
-        sign_in(client, user.username, "wrong")
-    assert sign_in(client, user.username, PASSWORD).status_code == 429
+        api.sign_in(user.username, "wrong")
+    assert api.sign_in(user.username, PASSWORD).status_code == 429
     AccessAttempt.objects.update(
         attempt_time=timezone.now() - settings.AXES_COOLOFF_TIME - timedelta(seconds=1)
     )
-    assert sign_in(client, user.username, PASSWORD).status_code == 200
+    assert api.sign_in(user.username, PASSWORD).status_code == 200
 
 
 def test_the_login_page_shows_a_clear_lockout_page(client, settings):
@@ -236,11 +222,11 @@ def test_a_password_never_reaches_a_store_a_log_or_a_message(
     watcher.start()
     wait_for(lambda: broker.ping())
 
-    assert Visitor(live_server.url).sign_up("sentinel-owner", SENTINEL).status_code == 201
+    assert ApiClient(live_server.url).sign_up("sentinel-owner", SENTINEL).status_code == 201
     victims = [make_user(f"victim-{i}") for i in range(5)]
     for i in range(50):
         if i % 2:  # the sentinel is the right password: 25 successful sign-ins
-            assert Visitor(live_server.url).sign_in("sentinel-owner", SENTINEL).status_code == 200
+            assert ApiClient(live_server.url).sign_in("sentinel-owner", SENTINEL).status_code == 200
         else:  # typed into someone else's account, through the HTML form: 25 failures
             page = requests.Session()
             page.get(live_server.url + "/login/", timeout=10)
