@@ -4,6 +4,7 @@ Used by the tests and by the benchmarks: every process runs in its own process g
 stopped by its pid, and writes its output to a log file.
 """
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -69,14 +70,23 @@ class Service:
         return self
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
-        if self.process is None or self.process.poll() is not None:
+        """SIGTERM the leader, as a supervisor would: a Celery worker finishes and acknowledges
+        what it runs, gunicorn drains its workers. SIGKILL goes to the whole group at once.
+        Whatever is left in the group afterwards (a pool child) is killed."""
+        if self.process is None:
             return
-        os.killpg(self.process.pid, sig)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
+        if self.process.poll() is None:
+            if sig == signal.SIGKILL:
+                os.killpg(self.process.pid, sig)
+            else:
+                self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
 
     def kill(self) -> None:
         """SIGKILL the whole process group: no cleanup, no acknowledgements."""
