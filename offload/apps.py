@@ -10,4 +10,13 @@ class OffloadConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401 - registers the system checks
+        from celery.signals import worker_ready, worker_shutting_down
+
+        from . import (
+            checks,  # noqa: F401 - registers the system checks
+            relay,
+        )
+
+        # Every worker runs the relay (one at a time relays): recovery needs no other process.
+        worker_ready.connect(relay.start_in_worker, weak=False, dispatch_uid="offload.relay")
+        worker_shutting_down.connect(relay.stop_in_worker, weak=False, dispatch_uid="offload.relay")

@@ -3,15 +3,18 @@
 import logging
 import time
 from contextlib import nullcontext
+from datetime import timedelta
 from typing import Any
 
 from celery import Task
 from celery.utils.time import get_exponential_backoff_interval
 from django.core.exceptions import ObjectDoesNotExist, SuspiciousOperation, ValidationError
 from django.db import transaction
+from django.utils import timezone
 
 from . import ledger
 from .conf import conf
+from .lease import LeaseLost, heartbeat
 from .ledger import Claim, current_claim
 from .log import log_step
 from .models import Effect
@@ -31,10 +34,6 @@ PERMANENT_ERRORS = (
 )
 
 
-class LeaseLost(Exception):
-    """This attempt no longer holds its effect: another attempt took it over."""
-
-
 class EffectTask(Task[..., Any]):
     """Runs the effect whose id the message carries, with the arguments stored in the ledger.
 
@@ -49,9 +48,9 @@ class EffectTask(Task[..., Any]):
 
     # The message carries an effect id, the function takes the ledger's arguments.
     typing = False
-    # The ledger counts attempts (EFFECT_MAX_ATTEMPTS), across redeliveries and relays too;
-    # Celery's own counter (3 by default) would give up first and strand the effect.
-    max_retries = None
+    # Retries wait in the ledger (pending until retry_at, published by the relay), never as a
+    # countdown message held by a worker; the ledger counts the attempts (EFFECT_MAX_ATTEMPTS).
+    max_retries = 0
     # The ledger is the record of every outcome: a result per task as well would cost a write
     # per effect to a result store.
     ignore_result = True
@@ -89,31 +88,35 @@ class EffectTask(Task[..., Any]):
             log_step(logger, logging.INFO, effect=effect_id, task=self.name, step="skipped")
             return "skipped"
         started = time.perf_counter()
+        if claim.attempt > conf.EFFECT_MAX_ATTEMPTS:
+            # The earlier attempts never finished (their worker died, or the time limit killed
+            # them): give up rather than run it forever.
+            return self._dead(claim, RuntimeError("earlier attempts never finished"), started)
         self._log(claim, "started", started)
         token = current_claim.set(claim)
         try:
-            with transaction.atomic() if self.atomic else nullcontext():
+            with heartbeat.hold(claim), transaction.atomic() if self.atomic else nullcontext():
                 self.run(**claim.args)
                 if not ledger.complete(claim):
                     # Another attempt took the effect over; an atomic effect's work rolls back.
-                    raise LeaseLost
-        except LeaseLost:
-            self._log(claim, "lost", started)
+                    raise LeaseLost(f"effect {claim.id}: attempt {claim.attempt} was overtaken")
+        except LeaseLost as exc:
+            self._log(claim, "lost", started, exc)
             return "lost"
         except PERMANENT_ERRORS as exc:
             return self._dead(claim, exc, started)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any other error is worth another attempt
             if claim.attempt >= conf.EFFECT_MAX_ATTEMPTS:
                 return self._dead(claim, exc, started)
-            ledger.release(claim, _describe(exc))
-            self._log(claim, "retry", started, exc)
-            countdown = get_exponential_backoff_interval(
+            delay = get_exponential_backoff_interval(
                 factor=conf.EFFECT_RETRY_BACKOFF,
                 retries=claim.attempt - 1,
                 maximum=conf.EFFECT_RETRY_BACKOFF_MAX,
                 full_jitter=True,
             )
-            raise self.retry(exc=exc, countdown=countdown) from exc
+            ledger.release(claim, _describe(exc), timezone.now() + timedelta(seconds=delay))
+            self._log(claim, "retry", started, exc)
+            return "retry"
         finally:
             current_claim.reset(token)
         self._log(claim, "done", started)
@@ -138,7 +141,7 @@ class EffectTask(Task[..., Any]):
         }
         if exc is not None:
             fields["error"] = _describe(exc)
-        log_step(logger, logging.WARNING if exc or step == "lost" else logging.INFO, **fields)
+        log_step(logger, logging.WARNING if exc else logging.INFO, **fields)
 
 
 def _describe(exc: BaseException) -> str:

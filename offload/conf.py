@@ -20,15 +20,18 @@ DEFAULTS: dict[str, Any] = {
     "EFFECT_RETRY_BACKOFF_MAX": 60,
     # Hard time limit of one attempt, in seconds (the soft limit, at 80%, raises in the task).
     "EFFECT_TIME_LIMIT": 60,
-    # How long a claim protects an attempt, in seconds: after it an attempt whose worker died is
-    # taken over. It must outlast the time limit, so a live attempt is never taken over.
-    "EFFECT_LEASE_SECONDS": 90,
-    # The relay runs every EFFECT_RELAY_INTERVAL seconds and publishes again: effects never
-    # published after EFFECT_RELAY_GRACE seconds, and effects published but not picked up after
-    # EFFECT_REPUBLISH_AFTER seconds (the broker lost the message).
-    "EFFECT_RELAY_INTERVAL": 5.0,
+    # How long a claim holds its effect, in seconds, renewed every third of it while the
+    # attempt runs (lease.py): an attempt whose worker died or was cut off is taken over at
+    # most this long after its last renewal.
+    "EFFECT_LEASE_SECONDS": 15,
+    # The relay (relay.py) runs every EFFECT_RELAY_INTERVAL seconds in the workers and
+    # publishes again: effects never published EFFECT_RELAY_GRACE seconds after they were
+    # recorded; effects published more than EFFECT_REPUBLISH_AFTER seconds ago that are
+    # neither in their queue nor held by a worker (the broker lost the message); every pending
+    # effect when the broker lost its data; attempts whose lease ran out.
+    "EFFECT_RELAY_INTERVAL": 1.0,
     "EFFECT_RELAY_GRACE": 5.0,
-    "EFFECT_REPUBLISH_AFTER": 300.0,
+    "EFFECT_REPUBLISH_AFTER": 10.0,
     # Done effects are deleted after this many days (`manage.py effects prune`, or daily by beat).
     "EFFECT_RETENTION_DAYS": 7,
     # GET /metrics answers only with "Authorization: Bearer <METRICS_TOKEN>"; empty: closed.

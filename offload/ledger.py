@@ -37,8 +37,13 @@ current_claim: ContextVar[Claim | None] = ContextVar("current_claim", default=No
 # where the ORM needed a SELECT and an UPDATE. Both SQLite (3.35+) and PostgreSQL support
 # UPDATE ... RETURNING.
 CLAIM_SQL = """
-    UPDATE {table} SET status = %s, attempts = attempts + 1, started_at = %s
-    WHERE id = %s AND task = %s AND (status = %s OR (status = %s AND started_at < %s))
+    UPDATE {table}
+    SET status = %(running)s, attempts = attempts + 1, started_at = %(now)s,
+        leased_until = %(lease_end)s, retry_at = NULL
+    WHERE id = %(id)s AND task = %(task)s AND (
+        (status = %(pending)s AND (retry_at IS NULL OR retry_at <= %(now)s))
+        OR (status = %(running)s AND (leased_until IS NULL OR leased_until < %(now)s))
+    )
     RETURNING args, attempts, user_id, created_at
 """
 
@@ -47,15 +52,16 @@ def claim(effect_id: int, task: str) -> Claim | None:
     """Take the effect for this attempt, or return None when it is not ours to run.
 
     Claimable: an effect of this ``task`` (a message naming another task's effect must not run
-    this task's code on that effect's arguments), pending, or running past its lease (the worker
-    that held it died; the lease is longer than the task time limit, so a live attempt is never
-    taken over).
+    this task's code on that effect's arguments) that is pending and due (not waiting for its
+    retry time), or running past its lease: the attempt that held it stopped renewing it
+    because its worker died or was cut off.
     """
     now = timezone.now()
-    params = [
-        Effect.Status.RUNNING, _db_time(now), effect_id, task,
-        Effect.Status.PENDING, Effect.Status.RUNNING, _db_time(now - conf.lease),
-    ]  # fmt: skip
+    params = {
+        "running": Effect.Status.RUNNING, "pending": Effect.Status.PENDING,
+        "now": _db_time(now), "lease_end": _db_time(now + conf.lease),
+        "id": effect_id, "task": task,
+    }  # fmt: skip
     with connection.cursor() as cursor:
         cursor.execute(CLAIM_SQL.format(table=_table()), params)
         row = cursor.fetchone()
@@ -101,10 +107,16 @@ def complete(claim: Claim) -> bool:
     return _settle(claim, status=Effect.Status.DONE, finished_at=timezone.now(), last_error="")
 
 
-def release(claim: Claim, error: str) -> bool:
-    """Back to pending after a transient failure; the retry message is published right after."""
+def renew(claim: Claim) -> bool:
+    """Extend the lease of an attempt that is still running; False when it no longer holds it."""
+    return _settle(claim, leased_until=timezone.now() + conf.lease)
+
+
+def release(claim: Claim, error: str, retry_at: datetime) -> bool:
+    """Back to pending after a transient failure, until ``retry_at``; the relay publishes it
+    then (a retry waits in the ledger, not in a worker's memory)."""
     return _settle(
-        claim, status=Effect.Status.PENDING, last_error=error, published_at=timezone.now()
+        claim, status=Effect.Status.PENDING, last_error=error, retry_at=retry_at, published_at=None
     )
 
 

@@ -4,6 +4,7 @@ from email.utils import parseaddr
 
 from django.core.mail import EmailMessage
 
+from .lease import current_lease
 from .ledger import current_claim
 
 
@@ -16,6 +17,8 @@ def send(message: EmailMessage | None) -> None:
     """
     if message is None:
         return
+    if lease := current_lease.get():
+        lease.check()  # a stale attempt stops here, before the one step it cannot take back
     if claim := current_claim.get():
         domain = parseaddr(message.from_email)[1].rpartition("@")[2] or "localhost"
         stamp = f"{claim.created_at:%Y%m%d%H%M%S%f}"

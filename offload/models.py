@@ -8,8 +8,9 @@ class Effect(models.Model):
     """One piece of work a signal asked for, recorded in the transaction that caused it.
 
     The row, not the broker message, is the source of truth: the message only carries the id.
-    A worker claims the row (pending -> running), does the work and marks it done, or sends it
-    back to pending for a retry, or dead-letters it after the last attempt.
+    A worker claims the row (pending -> running) with a lease that it renews while the work
+    runs, does the work and marks it done, or sends it back to pending with the time of its
+    retry, or dead-letters it after the last attempt.
     """
 
     class Status(models.TextChoices):
@@ -39,6 +40,12 @@ class Effect(models.Model):
     # died between commit and publish): the relay publishes it.
     published_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)  # claimed by the latest attempt
+    # While running: until when the attempt's claim holds (renewed every third of the lease);
+    # past it, the attempt's worker is gone and another may take the effect over.
+    leased_until = models.DateTimeField(null=True, blank=True)
+    # While pending after a failed attempt: not before this time (the backoff); the relay
+    # publishes it then.
+    retry_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

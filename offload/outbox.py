@@ -1,10 +1,10 @@
-"""The way into the ledger and out to the broker: offload(), the publish after commit, the relay.
+"""The way into the ledger and out to the broker: offload(), and the publish after commit.
 
 A receiver calls ``offload(task, **kwargs)`` (or ``task.offload(**kwargs)``). The effect is
 written to the ledger in the caller's transaction and its id is published to the broker only
 once that transaction commits, so a rolled-back change triggers nothing and a worker never sees
 a row that does not exist yet. If the publish fails, or the process dies before it, the effect
-is still in the ledger and ``relay()`` publishes it.
+is still in the ledger and the relay (relay.py) publishes it.
 """
 
 from __future__ import annotations
@@ -12,16 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from celery import Task, current_app
 from django.db import transaction
-from django.db.models import F, Q, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 
-from .conf import conf
 from .ledger import current_claim
 from .log import log_step
 from .models import Effect
@@ -116,38 +114,3 @@ def replay(effects: QuerySet[Effect]) -> int:
     for pk, name in ids:
         transaction.on_commit(partial(publish_new, current_app.tasks[name], pk))
     return len(ids)
-
-
-def due_for_relay(now: datetime) -> QuerySet[Effect]:
-    """Effects whose message may never arrive, oldest first."""
-    never_published = Q(
-        status=Effect.Status.PENDING,
-        published_at__isnull=True,
-        created_at__lt=now - conf.relay_grace,
-    )
-    lost = Q(status=Effect.Status.PENDING, published_at__lt=now - conf.republish_after)
-    # Claimed by a worker that died: publish once per lost claim (or after REPUBLISH_AFTER).
-    abandoned = Q(status=Effect.Status.RUNNING, started_at__lt=now - conf.lease) & (
-        Q(published_at__isnull=True)
-        | Q(published_at__lt=F("started_at"))
-        | Q(published_at__lt=now - conf.republish_after)
-    )
-    return Effect.objects.filter(never_published | lost | abandoned).order_by("created_at")
-
-
-def relay(limit: int = 1000) -> int:
-    """Publish again what the broker may never have had or may have lost. Returns the count."""
-    now = timezone.now()
-    published = []
-    for pk, name in due_for_relay(now).values_list("pk", "task")[:limit]:
-        task = current_app.tasks.get(name)
-        if task is None:  # renamed or removed in a deploy: nothing can ever run it
-            Effect.objects.filter(pk=pk).update(
-                status=Effect.Status.DEAD, finished_at=now, last_error=f"unknown task {name!r}"
-            )
-        elif publish(task, pk):
-            published.append(pk)
-    Effect.objects.filter(pk__in=published).update(published_at=now)
-    if published:
-        logger.info("relay published %s effect(s) again", len(published))
-    return len(published)

@@ -1,14 +1,10 @@
-"""Upkeep tasks, scheduled by beat (the project's CELERY_BEAT_SCHEDULE)."""
+"""Upkeep, scheduled by beat (the project's CELERY_BEAT_SCHEDULE). The relay is not a task: it
+runs in every worker (relay.py), so that recovery waits on no queue and no other process."""
 
 from celery import shared_task
 
-from . import ledger, outbox
+from . import ledger
 from .conf import conf
-
-
-@shared_task(name="relay_effects", ignore_result=True)
-def relay_effects() -> int:
-    return outbox.relay()
 
 
 @shared_task(name="prune_effects", ignore_result=True)

@@ -193,17 +193,22 @@ CELERY_DB_REUSE_MAX = 1000
 # offload/base.py sets both); a worker process holds at most this many messages per child.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 4
 # On SIGTERM a worker lets running tasks finish for this long, then hands unfinished and
-# prefetched messages (retry countdowns too) back to Redis instead of holding them.
+# prefetched messages back to Redis instead of holding them.
 CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = 10.0
+# Reconnects to a broker that went away every second or two, not after Celery's 2-30 s backoff.
+CELERY_WORKER_CONSUMER = "offload.worker:Consumer"
 CELERY_WORKER_ENABLE_SOFT_SHUTDOWN_ON_IDLE = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {
-    # An unacknowledged message (a worker died holding it) goes back to the queue after this.
-    # It must exceed the longest task (EFFECT_TIME_LIMIT) plus the longest retry countdown
-    # (EFFECT_RETRY_BACKOFF_MAX), or a slow task would be handed to a second worker.
-    "visibility_timeout": 600,
-    # Look for such messages every 10 s (kombu's default scans only every ~100 s).
-    "unacked_restore_interval": 10,
+    # A message delivered to a worker and not acknowledged 15 s later goes back to the queue:
+    # so the messages a dead worker had prefetched run elsewhere within 20 s. It can be this
+    # short because the ledger's claim makes a redelivery harmless: the copy of a message
+    # whose effect runs longer finds it held by a live lease and does nothing.
+    "visibility_timeout": 15,
+    # Every worker looks for such messages every 5 s (kombu's default: every ~100 s), under a
+    # lock that a worker killed while holding it keeps for 30 s at most (default: 300 s).
+    "unacked_restore_interval": 5,
     "unacked_restore_throttle": 1,
+    "unacked_mutex_expire": 30,
     # Fail fast when Redis is unreachable: the request must not wait on the broker, and the
     # relay publishes what could not be published. Without these, kombu retries the connection
     # for 6 s (measured) before a publish gives up. One immediate retry replaces a pooled
@@ -262,8 +267,7 @@ EFFECT_RETRY_BACKOFF = env.int(
 )
 EFFECT_TIME_LIMIT = env.int("EFFECT_TIME_LIMIT", default=EFFECT_DEFAULTS["EFFECT_TIME_LIMIT"])
 EFFECT_LEASE_SECONDS = env.int(
-    "EFFECT_LEASE_SECONDS",
-    default=max(EFFECT_DEFAULTS["EFFECT_LEASE_SECONDS"], EFFECT_TIME_LIMIT + 30),
+    "EFFECT_LEASE_SECONDS", default=EFFECT_DEFAULTS["EFFECT_LEASE_SECONDS"]
 )
 EFFECT_RELAY_INTERVAL = env.float(
     "EFFECT_RELAY_INTERVAL", default=EFFECT_DEFAULTS["EFFECT_RELAY_INTERVAL"]
@@ -275,12 +279,8 @@ EFFECT_REPUBLISH_AFTER = env.float(
 EFFECT_RETENTION_DAYS = env.int(
     "EFFECT_RETENTION_DAYS", default=EFFECT_DEFAULTS["EFFECT_RETENTION_DAYS"]
 )
+# Beat schedules the pruning; the relay runs in the workers themselves (offload/relay.py).
 CELERY_BEAT_SCHEDULE = {
-    "relay-effects": {
-        "task": "relay_effects",
-        "schedule": EFFECT_RELAY_INTERVAL,
-        "options": {"expires": EFFECT_RELAY_INTERVAL},  # never a backlog of relays
-    },
     "prune-effects": {"task": "prune_effects", "schedule": crontab(hour=3, minute=17)},
 }
 

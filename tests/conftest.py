@@ -4,6 +4,7 @@ Redis: `make test` starts a private server and sets REDIS_URL (devtools/localred
 that must stop Redis starts its own with `LocalRedis`.
 """
 
+import asyncio
 import base64
 import email
 import email.policy
@@ -30,14 +31,21 @@ class SmtpSink:
     def __init__(self):
         self.messages: list[email.message.EmailMessage] = []
         self.refuse: set[str] = set()  # recipients answered "451 try again later"
+        self.delay = 0.0  # seconds before accepting a message, as a real server takes
+        self.delays: dict[str, float] = {}  # or this long for these recipients
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if delay := self.delays.get(address):  # a slow server: slow at each step
+            await asyncio.sleep(delay)
         if address in self.refuse:
             return "451 4.3.0 Mailbox busy, try again later"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):  # aiosmtpd calls it by this name
+        delay = max([self.delay, *(self.delays.get(r, 0.0) for r in envelope.rcpt_tos)])
+        if delay:
+            await asyncio.sleep(delay)
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         message["X-Envelope-To"] = ", ".join(envelope.rcpt_tos)
         self.messages.append(message)
@@ -58,13 +66,21 @@ def no_process_left_behind():
 
 
 @pytest.fixture(scope="session")
-def smtp_sink():
+def smtp_server():
+    """The SMTP sink on loopback, for the whole session (workers are given its address)."""
     sink = SmtpSink()
     controller = Controller(sink, hostname="127.0.0.1", port=free_port())
     controller.start()
     sink.url = f"smtp://127.0.0.1:{controller.port}"
     yield sink
     controller.stop()
+
+
+@pytest.fixture
+def smtp_sink(smtp_server):
+    """The sink, as a test made it behave (slow, refusing) only for that test."""
+    yield smtp_server
+    smtp_server.delay, smtp_server.delays, smtp_server.refuse = 0.0, {}, set()
 
 
 @pytest.fixture(scope="session")
@@ -97,7 +113,7 @@ def database_url_for_workers() -> str:
 
 
 @pytest.fixture(scope="session")
-def worker_env(django_db_setup, django_db_blocker, smtp_sink, media_dir) -> dict:
+def worker_env(django_db_setup, django_db_blocker, smtp_server, media_dir) -> dict:
     """What a worker process needs to share the tests' database, media and SMTP sink."""
     with django_db_blocker.unblock():
         database_url = database_url_for_workers()
@@ -105,9 +121,10 @@ def worker_env(django_db_setup, django_db_blocker, smtp_sink, media_dir) -> dict
         **os.environ,
         "DATABASE_URL": database_url,
         "REDIS_URL": django_settings.CELERY_BROKER_URL,
-        "EMAIL_URL": smtp_sink.url,
+        "EMAIL_URL": smtp_server.url,
         "MEDIA_ROOT": str(media_dir),
-        "EFFECT_RETRY_BACKOFF": "0",
+        # Real hashing costs ~260 ms a sign-up here; the tests are about what happens after it.
+        "PASSWORD_HASHERS": "django.contrib.auth.hashers.MD5PasswordHasher",
         "PYTHONUNBUFFERED": "1",  # a SIGKILLed process keeps its last log lines
     }
 
@@ -126,6 +143,11 @@ def api() -> ApiClient:
     return ApiClient()
 
 
+# The relay's marker of a broker that kept its data (offload/relay.py); a plain name here, as
+# conftest is imported before Django is set up.
+MARKER_KEY = "offload:broker-marker"
+
+
 class Broker(redis.Redis):
     def effect_ids(self, queue: str) -> list[int]:
         """The effect ids waiting in ``queue``, oldest first (kombu pushes left, pops right)."""
@@ -136,8 +158,12 @@ class Broker(redis.Redis):
 @pytest.fixture
 def broker() -> Iterator[Broker]:
     """A client of the broker's Redis, with the effect queues empty before and after the test
-    (so a test sees only its own messages and leaves none for the next)."""
+    (so a test sees only its own messages and leaves none for the next), and the relay's marker
+    set: a broker that has kept its data."""
     client = Broker.from_url(django_settings.CELERY_BROKER_URL)
-    client.delete(*django_settings.EFFECT_QUEUES)
+    # The queues, and kombu's record of the messages workers hold unacknowledged.
+    keys = (*django_settings.EFFECT_QUEUES, "unacked", "unacked_index")
+    client.delete(*keys)
+    client.set(MARKER_KEY, "1")
     yield client
-    client.delete(*django_settings.EFFECT_QUEUES)
+    client.delete(*keys)

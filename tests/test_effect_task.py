@@ -4,11 +4,13 @@ Tasks are called as functions here (no broker, no worker); the whole path with a
 in test_integration.py.
 """
 
+import time
 from datetime import timedelta
 
 import pytest
 from celery import shared_task
 from django.core import mail
+from django.core.mail import EmailMessage
 from django.db.models import F
 from django.utils import timezone
 
@@ -16,6 +18,8 @@ from notifications import tasks
 from notifications.models import Profile
 from offload import EffectTask, ledger
 from offload.conf import conf
+from offload.lease import LeaseLost, current_lease, heartbeat
+from offload.mail import send
 from offload.models import Effect
 from tests.factories import make_user
 
@@ -86,15 +90,26 @@ def smtp_refusing(settings):
     }
 
 
-def test_a_transient_error_sends_the_effect_back_to_pending(smtp_refusing):
+def test_a_transient_error_sends_the_effect_back_to_pending_until_its_retry_time(
+    smtp_refusing, settings
+):
     make_user()
     [effect] = Effect.objects.filter(task="send_welcome_email")
-    # Called directly, Celery's retry() re-raises the error instead of sending a retry message.
-    with pytest.raises(ConnectionRefusedError):
-        tasks.send_welcome_email(effect.pk)
+    before = timezone.now()
+    assert tasks.send_welcome_email(effect.pk) == "retry"
     effect.refresh_from_db()
     assert (effect.status, effect.attempts) == (Effect.Status.PENDING, 1)
     assert effect.last_error.startswith("ConnectionRefusedError")
+    # Full jitter over EFFECT_RETRY_BACKOFF * 2**0 s; the relay publishes it when it is due.
+    backoff = timedelta(seconds=settings.EFFECT_RETRY_BACKOFF)
+    assert before <= effect.retry_at <= timezone.now() + backoff
+    assert effect.published_at is None
+
+    Effect.objects.filter(pk=effect.pk).update(retry_at=timezone.now() + timedelta(minutes=1))
+    assert tasks.send_welcome_email(effect.pk) == "skipped", "a stray message before its time"
+    Effect.objects.filter(pk=effect.pk).update(retry_at=timezone.now())
+    assert tasks.send_welcome_email(effect.pk) == "retry"
+    assert Effect.objects.get(pk=effect.pk).attempts == 2
 
 
 def test_the_last_attempt_dead_letters_instead_of_retrying(smtp_refusing, settings):
@@ -110,12 +125,15 @@ def test_a_live_attempt_is_not_taken_over_but_an_expired_one_is(settings):
     make_user()
     [effect] = Effect.objects.filter(task="send_welcome_email")
     Effect.objects.filter(pk=effect.pk).update(
-        status=Effect.Status.RUNNING, attempts=1, started_at=timezone.now()
+        status=Effect.Status.RUNNING,
+        attempts=1,
+        started_at=timezone.now(),
+        leased_until=timezone.now() + conf.lease,
     )
     assert tasks.send_welcome_email(effect.pk) == "skipped"
 
-    expired = timezone.now() - conf.lease - timedelta(seconds=1)
-    Effect.objects.filter(pk=effect.pk).update(started_at=expired)
+    expired = timezone.now() - timedelta(seconds=1)
+    Effect.objects.filter(pk=effect.pk).update(leased_until=expired)
     assert tasks.send_welcome_email(effect.pk) == "done"
     assert Effect.objects.get(pk=effect.pk).attempts == 2
     assert len(mail.outbox) == 1
@@ -136,16 +154,22 @@ def test_a_stale_attempt_cannot_settle_an_effect_another_attempt_holds():
     [effect] = Effect.objects.filter(task="send_welcome_email")
     stale = ledger.claim(effect.pk, "send_welcome_email")
     # Its worker stalls past the lease; another attempt takes the effect over.
-    expired = timezone.now() - conf.lease - timedelta(seconds=1)
-    Effect.objects.filter(pk=effect.pk).update(started_at=expired)
+    expired = timezone.now() - timedelta(seconds=1)
+    Effect.objects.filter(pk=effect.pk).update(leased_until=expired)
     current = ledger.claim(effect.pk, "send_welcome_email")
     assert (stale.attempt, current.attempt) == (1, 2)
 
+    held_until = Effect.objects.get(pk=effect.pk).leased_until
+    assert not ledger.renew(stale)
     assert not ledger.complete(stale)
-    assert not ledger.release(stale, "late")
+    assert not ledger.release(stale, "late", retry_at=timezone.now())
     assert not ledger.bury(stale, "late")
     row = Effect.objects.get(pk=effect.pk)
     assert (row.status, row.attempts, row.last_error) == (Effect.Status.RUNNING, 2, "")
+    assert row.leased_until == held_until
+
+    assert ledger.renew(current)
+    assert Effect.objects.get(pk=effect.pk).leased_until > held_until
 
     assert ledger.complete(current)
     assert Effect.objects.get(pk=effect.pk).status == Effect.Status.DONE
@@ -199,3 +223,29 @@ def test_an_email_has_a_message_id_fixed_by_its_effect():
     first, repeat = (m.extra_headers["Message-ID"] for m in mail.outbox)
     assert first == repeat
     assert first.startswith(f"<effect-{effect.pk}.") and first.endswith("@example.com>")
+
+
+@shared_task(base=EffectTask, name="tests.overtaken_email")
+def overtaken_email(user_id: int) -> None:
+    """An email effect that stalls past its lease before sending: meanwhile another attempt
+    takes the effect over, and the heartbeat's next renewal finds it gone."""
+    Effect.objects.filter(task="tests.overtaken_email").update(attempts=F("attempts") + 1)
+    heartbeat.renew(current_lease.get())  # the heartbeat thread's next tick, run here
+    send(EmailMessage("Hello", "Hello", to=["x@example.com"]))
+
+
+def test_an_attempt_that_lost_its_lease_stops_before_sending_its_email():
+    effect = overtaken_email.offload(user_id=make_user().pk)
+    assert overtaken_email(effect.pk) == "lost"
+    assert mail.outbox == []
+    assert Effect.objects.get(pk=effect.pk).attempts == 2, "the other attempt's, untouched"
+
+
+def test_a_lease_that_could_not_be_renewed_in_time_is_not_trusted():
+    make_user()
+    [effect] = Effect.objects.filter(task="send_welcome_email")
+    with heartbeat.hold(ledger.claim(effect.pk, "send_welcome_email")) as lease:
+        lease.check()  # fresh: held
+        lease.holds_until = time.monotonic()  # the database did not answer the renewals
+        with pytest.raises(LeaseLost):
+            lease.check()

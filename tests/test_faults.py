@@ -1,45 +1,45 @@
-"""Fault tests: real worker, beat and web processes, a private Redis where Redis itself is hurt,
-and the real SMTP sink. Each prints its figures and asserts nothing lost and nothing duplicated.
+"""Faults as production has them, with the shipped defaults (no EFFECT_* setting, the broker
+options of project/settings.py): real web, worker and Redis processes and the real SMTP sink.
 
-"Duplicated" counts side effects, not deliveries: a database effect commits with its "done"
-mark, so it can never apply twice; an email carries a Message-ID fixed per effect, so should a
+Each test prints its figures (and keeps them in var/reports/faults.json) and asserts that
+nothing was lost, nothing done twice, and that recovery came within the bound that
+docs/RELIABILITY.md states: a deadline on a guarantee, not a benchmark.
+
+"Done twice" counts side effects, not deliveries: a database effect commits with its "done"
+mark, so it cannot apply twice; an email carries a Message-ID fixed per effect, so should a
 worker die after the SMTP server accepted it but before the ledger said done, the repeat is the
-same message (reported here as a redelivery, and recognised by mail clients).
+same message (reported as a redelivery, and folded by mail clients).
 """
 
+import contextlib
 import json
+import os
+import signal
+import socket
 import statistics
+import threading
 import time
 from collections import Counter
-from functools import partial
 from pathlib import Path
 
 import pytest
 import redis
+import requests
 from django.core.files.base import ContentFile
 from django.core.management import call_command
 from django.db import transaction
 from django.utils import timezone
 
-from devtools.localredis import LocalRedis
-from devtools.processes import ROOT, start_beat, start_web, start_worker, wait_for
+from devtools.localredis import LocalRedis, free_port
+from devtools.processes import ROOT, Service, start_web, start_worker, wait_for
 from notifications import services, tasks
-from notifications.models import LoginActivity
+from notifications.models import FailedLogin
 from offload.models import Effect
+from offload.relay import MARKER_KEY
 from tests.client import ApiClient
 from tests.factories import PASSWORD, make_document, make_user
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
-
-# Recovery knobs turned down so that each fault heals within seconds (defaults are minutes).
-FAST_RECOVERY = {
-    "EFFECT_RELAY_INTERVAL": "0.5",
-    "EFFECT_RELAY_GRACE": "1",
-    "EFFECT_REPUBLISH_AFTER": "4",
-    "EFFECT_TIME_LIMIT": "4",
-    "EFFECT_LEASE_SECONDS": "5",
-    "PASSWORD_HASHERS": "django.contrib.auth.hashers.MD5PasswordHasher",
-}
 
 
 @pytest.fixture
@@ -61,7 +61,7 @@ def figures(request, capsys):
 def emails_by_recipient(sink, prefix: str) -> dict[str, Counter]:
     """{recipient: Counter(Message-ID -> deliveries)} for recipients starting with ``prefix``."""
     found: dict[str, Counter] = {}
-    for message in sink.messages:
+    for message in list(sink.messages):
         for rcpt in message["X-Envelope-To"].split(", "):
             if rcpt.startswith(prefix):
                 found.setdefault(rcpt, Counter())[message["Message-ID"]] += 1
@@ -78,167 +78,361 @@ def delivery_figures(sink, prefix: str, expected: int) -> dict:
     }
 
 
-def missing_emails(sink, users, effects) -> str:
-    got = emails_by_recipient(sink, "k1-")
-    missing = [u for u in users if u.email not in got]
-    rows = effects.filter(user__in=missing, task="send_welcome_email").values_list(
-        "pk", "status", "attempts", "last_error"
-    )
-    return f"no email for {[u.username for u in missing]}; their effects: {list(rows)}"
+def all_emails(sink, prefix: str, expected: int):
+    """A wait_for predicate and its diagnosis: ``expected`` recipients have their email."""
+
+    def diagnose() -> str:
+        rows = Effect.objects.filter(task="send_welcome_email", user__username__startswith=prefix)
+        stuck = rows.exclude(status="done").values_list("pk", "status", "attempts", "last_error")
+        return f"{len(emails_by_recipient(sink, prefix))} of {expected}; not done: {list(stuck)}"
+
+    return (lambda: len(emails_by_recipient(sink, prefix)) == expected), diagnose
 
 
-def done_or_due(remaining, kill_at: float) -> bool:
-    return not remaining() or time.monotonic() >= kill_at
+def timed_sign_ups(client: ApiClient, prefix: str, count: int, per_second: float, during=None):
+    """Sign ``count`` users up at a steady pace; ``during(i)`` runs before the i-th. Returns the
+    status counts and each request's seconds."""
+    statuses, seconds = Counter(), []
+    started = time.monotonic()
+    for i in range(count):
+        time.sleep(max(0.0, started + i / per_second - time.monotonic()))
+        if during:
+            during(i)
+        sent = time.perf_counter()
+        statuses[client.sign_up(f"{prefix}{i}").status_code] += 1
+        seconds.append(time.perf_counter() - sent)
+    return statuses, seconds
 
 
-def test_500_effects_survive_a_worker_sigkilled_every_2_seconds(
+def request_figures(seconds: list[float]) -> dict:
+    return {
+        "request_p50_ms": round(statistics.median(seconds) * 1000, 1),
+        "request_max_ms": round(max(seconds) * 1000, 1),
+    }
+
+
+class Supervisor:
+    """Restarts the worker when it exits, as compose's restart policy does; counts restarts."""
+
+    def __init__(self, env: dict, log_dir: Path):
+        self.env, self.log_dir = env, log_dir
+        self.workers: list[Service] = []
+        self.ready_at = 0.0
+        self.start()
+
+    def start(self) -> Service:
+        worker = start_worker(self.env, self.log_dir / f"worker-{len(self.workers)}.log")
+        self.workers.append(worker)
+        self.ready_at = time.monotonic()
+        return worker
+
+    def check(self) -> None:
+        if self.workers[-1].process.poll() is not None:
+            self.start()
+
+    @property
+    def restarts(self) -> int:
+        return len(self.workers) - 1
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+
+
+# --- a worker dies -----------------------------------------------------------------------------
+
+
+def test_a_worker_sigkilled_every_3_seconds_during_150_sign_ups_loses_nothing(
     worker_env, tmp_path, smtp_sink, figures
 ):
-    env = {**worker_env, **FAST_RECOVERY}
-    users = [make_user(f"k1-{i}") for i in range(250)]  # 250 welcome emails
-    at = timezone.now().isoformat()
-    for user in users:  # and 250 database effects
-        tasks.record_login.offload(user_id=user.pk, ip="10.0.0.1", user_agent="k1", at=at)
-    effects = Effect.objects.filter(user__in=users)
-    assert effects.count() == 500
+    smtp_sink.delay = 0.1  # 0.1 s per email at the SMTP server, as an operator saw it
+    web = start_web(worker_env, tmp_path / "web.log")
+    workers = Supervisor(worker_env, tmp_path)
+    stop, kills = threading.Event(), []
 
-    def remaining() -> int:
-        return effects.exclude(status=Effect.Status.DONE).count()
+    def kill_every_3_seconds():
+        while not stop.wait(3.0):
+            workers.workers[-1].kill()  # SIGKILL: no acknowledgement, no goodbye
+            kills.append(time.monotonic())
+            workers.start()  # a supervisor brings a worker back
 
-    beat = start_beat(env, tmp_path / "beat.log")
-    started, kills, workers = time.monotonic(), 0, []
+    killer = threading.Thread(target=kill_every_3_seconds)
+    killer.start()
     try:
-        while remaining() and kills < 8:
-            workers.append(start_worker(env, tmp_path / f"worker-{kills}.log"))
-            wait_for(partial(done_or_due, remaining, time.monotonic() + 2), what="the next kill")
-            if not remaining():
-                break
-            workers[-1].kill()
-            kills += 1
-        else:
-            workers.append(start_worker(env, tmp_path / "worker-last.log"))
-        wait_for(lambda: not remaining(), timeout=45, what="every effect to be done")
-        drain = time.monotonic() - started
-        wait_for(
-            lambda: len(emails_by_recipient(smtp_sink, "k1-")) == 250,
-            what="250 welcome emails",
-            diagnose=lambda: missing_emails(smtp_sink, users, effects),
-        )
+        statuses, seconds = timed_sign_ups(ApiClient(web.url), "f1-", 150, per_second=10)
+        stop.set()
+        killer.join()
+        live = time.monotonic()  # the last requests answered and a live worker is up
+        done, diagnose = all_emails(smtp_sink, "f1-", 150)
+        wait_for(done, timeout=45, what="150 welcome emails", diagnose=diagnose)
+        recovery = time.monotonic() - live
     finally:
-        for service in (*workers, beat):
-            service.stop()
+        stop.set()
+        killer.join()
+        workers.stop()
+        web.stop()
 
-    logins = Counter(LoginActivity.objects.filter(user__in=users).values_list("user_id", flat=True))
-    deliveries = delivery_figures(smtp_sink, "k1-", 250)
+    deliveries = delivery_figures(smtp_sink, "f1-", 150)
+    effects = Effect.objects.filter(user__username__startswith="f1-")
     figures(
-        effects=500, done=effects.filter(status="done").count(), sigkills=kills,
-        attempts=sum(effects.values_list("attempts", flat=True)),
-        logins_recorded=sum(logins.values()), **deliveries, drain_seconds=round(drain, 1),
+        sign_ups=150, statuses=dict(statuses), sigkills=len(kills), **request_figures(seconds),
+        attempts=sum(effects.values_list("attempts", flat=True)), **deliveries,
+        seconds_to_all_done_after_a_live_worker=round(recovery, 1),
     )  # fmt: skip
-    assert effects.filter(status="done").count() == 500
-    assert set(logins) == {u.pk for u in users} and set(logins.values()) == {1}
+    assert statuses == {201: 150}
+    assert len(kills) >= 3
     assert deliveries["emails_lost"] == 0 and deliveries["emails_duplicated"] == 0
+    assert effects.exclude(status="done").count() == 0
+    assert recovery <= 30, "every effect done within 30 s of a live worker"
+    assert max(seconds) < 1, "every request answered in under a second"
 
 
-def test_sign_ups_while_redis_is_stopped_for_10_seconds_lose_nothing(
+def test_a_long_effect_keeps_its_lease_and_a_killed_pool_child_loses_nothing(
     worker_env, tmp_path, smtp_sink, figures
 ):
-    server = LocalRedis(persistent=True).start()  # as in compose: AOF on
-    env = {**worker_env, **FAST_RECOVERY, "REDIS_URL": server.url}
-    web = start_web(env, tmp_path / "web.log")
-    beat = start_beat(env, tmp_path / "beat.log")
-    # kombu 5.7.0 can kill a worker when Redis goes away mid-acknowledgement (kombu#970-like:
-    # "Unrecoverable error: AttributeError ... 'hostname'" while restoring unacked messages). In
-    # compose a restart policy brings it back; here a supervisor does the same, and counts.
-    workers = [start_worker(env, tmp_path / "worker-0.log")]
-
-    def supervise() -> None:
-        if workers[-1].process.poll() is not None:
-            workers.append(start_worker(env, tmp_path / f"worker-{len(workers)}.log"))
-
-    visitor = ApiClient(web.url)
-    statuses, during, outside = Counter(), [], []
-    outage_started = outage_ended = None
+    # Two emails that take 16 s at the SMTP server (8 s at RCPT, 8 s at DATA, each under the
+    # client's 10 s timeout): longer than the 15 s lease, within the 60 s time limit. The lease
+    # is renewed while they run, so neither is taken over; then one of the two pool children
+    # running them is SIGKILLed.
+    smtp_sink.delays.update({"f2-long@example.com": 8.0, "f2-killed@example.com": 8.0})
+    worker = start_worker(worker_env, tmp_path / "worker.log", concurrency=2)
     try:
-        started = time.monotonic()
-        for i in range(300):
-            # 20 sign-ups a second for 15 s; Redis goes away at 3 s and comes back at 13 s.
-            time.sleep(max(0.0, started + i * 0.05 - time.monotonic()))
-            if i == 60:
-                server.stop()
-                outage_started = time.monotonic()
-            if outage_started and not outage_ended and time.monotonic() - outage_started >= 10:
-                server.start()
-                outage_ended = time.monotonic()
-            sent = time.perf_counter()
-            response = visitor.sign_up(f"k2-{i}")
-            elapsed_ms = (time.perf_counter() - sent) * 1000
-            (during if outage_started and not outage_ended else outside).append(elapsed_ms)
-            statuses[response.status_code] += 1
-        if not outage_ended:
-            server.start()
-            outage_ended = time.monotonic()
+        users = [make_user("f2-long"), make_user("f2-killed")]
+        effects = Effect.objects.filter(user__in=users)
+        # Each in its own pool child (a child runs one task at a time), inside its SMTP call.
+        wait_for(lambda: effects.filter(status="running").count() == 2, what="both running")
+        os.kill(_children(worker)[0], signal.SIGKILL)
+        killed = time.monotonic()
         wait_for(
-            lambda: supervise() or len(emails_by_recipient(smtp_sink, "k2-")) == 300,
-            timeout=60,
-            what="300 welcome emails after Redis came back",
+            lambda: effects.filter(status="done").count() == 2,
+            timeout=75,
+            what="both effects done",
+            diagnose=lambda: list(effects.values_list("pk", "status", "attempts", "last_error")),
         )
-        recovered = time.monotonic() - outage_ended
-        deliveries = delivery_figures(smtp_sink, "k2-", 300)
+        recovery = time.monotonic() - killed
     finally:
-        for service in (beat, *workers, web):
-            service.stop()
+        worker.stop()
+
+    attempts = sorted(effects.values_list("attempts", flat=True))
+    deliveries = delivery_figures(smtp_sink, "f2-", 2)
+    figures(
+        attempts=attempts, seconds_to_done_after_the_kill=round(recovery, 1), **deliveries,
+    )  # fmt: skip
+    # The survivor ran once though it outlived its lease; the victim's effect ran again after.
+    assert attempts == [1, 2]
+    assert deliveries["emails_lost"] == 0 and deliveries["emails_duplicated"] == 0
+    assert recovery <= 30 + 16, "taken over within 30 s, then 16 s at the SMTP server"
+
+
+def _children(service: Service) -> list[int]:
+    """The worker's pool children (Linux: /proc/PID/task/PID/children)."""
+    path = Path(f"/proc/{service.process.pid}/task/{service.process.pid}/children")
+    return [int(pid) for pid in path.read_text().split()]
+
+
+# --- Redis loses its data --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("persistent", [False, True], ids=["back-empty", "aof-on"])
+def test_redis_gone_for_8_seconds_during_300_sign_ups_loses_nothing(
+    persistent, worker_env, tmp_path, smtp_sink, figures
+):
+    """Killed without persistence and back empty, or stopped with AOF on (as in compose)."""
+    server = LocalRedis(persistent=persistent).start()
+    env = {**worker_env, "REDIS_URL": server.url}
+    prefix = f"f3{'p' if persistent else 'e'}-"
+    web = start_web(env, tmp_path / "web.log")
+    workers = Supervisor(env, tmp_path)
+    outage: dict[str, float] = {}
+
+    def hurt_redis(i: int) -> None:
+        workers.check()
+        if i == 60:  # 20 sign-ups a second: at 3 s
+            if persistent:
+                server.stop()
+            else:
+                server.kill()
+            outage["start"] = time.monotonic()
+        if "start" in outage and "end" not in outage and time.monotonic() - outage["start"] >= 8:
+            server.start()
+            outage["end"] = time.monotonic()
+
+    try:
+        statuses, seconds = timed_sign_ups(
+            ApiClient(web.url), prefix, 300, per_second=20, during=hurt_redis
+        )
+        done, diagnose = all_emails(smtp_sink, prefix, 300)
+        wait_for(
+            lambda: workers.check() or done(), timeout=30, what="300 emails", diagnose=diagnose
+        )
+        recovery = time.monotonic() - outage["end"]
+    finally:
+        workers.stop()
+        web.stop()
         server.stop()
 
+    deliveries = delivery_figures(smtp_sink, prefix, 300)
     figures(
-        sign_ups=300, statuses=dict(statuses),
-        outage_seconds=round(outage_ended - outage_started, 1),
-        requests_in_outage=len(during),
-        p50_ms_outage=round(statistics.median(during), 1), max_ms_outage=round(max(during), 1),
-        p50_ms_normal=round(statistics.median(outside), 1), max_ms_normal=round(max(outside), 1),
-        seconds_to_deliver_all_after_redis_returned=round(recovered, 1),
-        worker_restarts=len(workers) - 1, **deliveries,
+        sign_ups=300, statuses=dict(statuses), **request_figures(seconds),
+        outage_seconds=round(outage["end"] - outage["start"], 1),
+        seconds_to_all_done_after_redis_answered=round(recovery, 1),
+        worker_restarts=workers.restarts, **deliveries,
     )  # fmt: skip
     assert statuses == {201: 300}
     assert deliveries["emails_lost"] == 0 and deliveries["emails_duplicated"] == 0
+    assert max(seconds) < 1, "every request answered in under a second"
+    assert recovery <= 15, "done within 15 s of Redis answering"
 
 
-def test_the_relay_restores_effects_redis_lost(worker_env, tmp_path, smtp_sink, figures):
-    server = LocalRedis(persistent=False).start()
-    env = {**worker_env, **FAST_RECOVERY, "REDIS_URL": server.url}
-    services = [start_web(env, tmp_path / "web.log")]
+def test_redis_flushed_with_a_queue_full_of_effects_loses_nothing(
+    worker_env, tmp_path, smtp_sink, figures
+):
+    server = LocalRedis().start()
+    broker = redis.Redis.from_url(server.url)
+    env = {**worker_env, "REDIS_URL": server.url}
+    smtp_sink.delay = 0.1  # so that a queue builds up behind the worker's two processes
+    web = start_web(env, tmp_path / "web.log")
+    worker = start_worker(env, tmp_path / "worker.log")
     try:
-        visitor = ApiClient(services[0].url)
-        for i in range(50):
-            assert visitor.sign_up(f"k3-{i}").status_code == 201
-        queued = redis.Redis.from_url(server.url).llen("emails")
-        published = Effect.objects.filter(
-            task="send_welcome_email", user__username__startswith="k3-", published_at__isnull=False
-        ).count()
+        wait_for(lambda: broker.get(MARKER_KEY), what="the relay to mark this Redis as known")
+        timed_sign_ups(ApiClient(web.url), "f4-", 60, per_second=60)
+        effects = Effect.objects.filter(user__username__startswith="f4-")
+        queued = broker.llen("emails")
+        pending = list(effects.filter(status="pending").values_list("pk", flat=True))
+        flushed_at = timezone.now()
+        broker.flushall()  # every queued message is gone; the connections stay up
+        flushed = time.monotonic()
+        lost = effects.filter(pk__in=pending, status="pending")
 
-        server.kill()  # SIGKILL, no persistence: every queued message is gone
-        server.start()
-        lost_in_redis = queued - redis.Redis.from_url(server.url).llen("emails")
-
-        restart = time.monotonic()
-        services.append(start_worker(env, tmp_path / "worker.log"))
-        services.append(start_beat(env, tmp_path / "beat.log"))
         wait_for(
-            lambda: len(emails_by_recipient(smtp_sink, "k3-")) == 50, timeout=45, what="50 emails"
+            lambda: not lost.exclude(published_at__gte=flushed_at).exists(),
+            timeout=10,
+            what="every pending effect published again",
         )
-        restored = time.monotonic() - restart
+        republished = time.monotonic() - flushed
+        done, diagnose = all_emails(smtp_sink, "f4-", 60)
+        wait_for(done, timeout=30, what="60 emails", diagnose=diagnose)
+        recovery = time.monotonic() - flushed
     finally:
-        for service in reversed(services):
-            service.stop()
+        worker.stop()
+        web.stop()
         server.stop()
 
-    deliveries = delivery_figures(smtp_sink, "k3-", 50)
+    deliveries = delivery_figures(smtp_sink, "f4-", 60)
     figures(
-        published_before_the_crash=published, queued_in_redis=queued,
-        messages_lost_by_redis=lost_in_redis, seconds_to_restore=round(restored, 1), **deliveries,
+        queued_when_flushed=queued, pending_when_flushed=len(pending),
+        seconds_to_republish=round(republished, 1), seconds_to_all_done=round(recovery, 1),
+        **deliveries,
     )  # fmt: skip
-    assert published == queued == lost_in_redis == 50
+    assert queued > 0 and pending, "the flush found messages to lose"
     assert deliveries["emails_lost"] == 0 and deliveries["emails_duplicated"] == 0
+    assert republished <= 10, "published again within 10 s of the flush"
+    assert recovery <= 15, "done within 15 s of the flush"
+
+
+# --- the web process dies between its commit and its publish ----------------------------------
+
+
+class BlackHole:
+    """A TCP server that accepts connections and never answers: a Redis that hangs."""
+
+    def __init__(self):
+        self.sock = socket.create_server(("127.0.0.1", free_port()))
+        self.port = self.sock.getsockname()[1]
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self.sock.accept()
+            except OSError:
+                return
+            self.held.append(connection)
+
+    def close(self) -> None:
+        self.sock.close()
+        for connection in self.held:
+            connection.close()
+
+
+def test_a_web_process_killed_between_commit_and_publish_loses_nothing(
+    worker_env, tmp_path, smtp_sink, figures
+):
+    hole = BlackHole()
+    # The web process's broker hangs, so its publish after commit waits; we kill it there.
+    web = start_web({**worker_env, "REDIS_URL": f"redis://127.0.0.1:{hole.port}/0"}, tmp_path / "w")
+    worker = start_worker(worker_env, tmp_path / "worker.log")
+    client = ApiClient(web.url)
+    request = threading.Thread(target=lambda: _ignore_errors(client.sign_up, "f5-ada"))
+    try:
+        request.start()
+        effect = wait_for(
+            lambda: Effect.objects.filter(user__username="f5-ada").first(), what="the commit"
+        )
+        web.kill()  # SIGKILL, between the commit and the end of the publish
+        killed = time.monotonic()
+        wait_for(lambda: smtp_sink.to("f5-ada@example.com"), timeout=20, what="the email")
+        recovery = time.monotonic() - killed
+    finally:
+        web.kill()
+        request.join()
+        worker.stop()
+        hole.close()
+
+    effect.refresh_from_db()
+    figures(seconds_to_done_after_the_kill=round(recovery, 1), attempts=effect.attempts)
+    assert (effect.status, effect.attempts) == ("done", 1)
+    assert len(smtp_sink.to("f5-ada@example.com")) == 1
+    assert recovery <= 10, "done within 10 s of the kill"
+
+
+def _ignore_errors(call, *args):
+    # The server is killed under this request on purpose.
+    with contextlib.suppress(requests.RequestException):
+        call(*args)
+
+
+# --- a backlog ---------------------------------------------------------------------------------
+
+
+def test_a_10000_effect_backlog_drains_without_a_republish_storm(worker_env, tmp_path, figures):
+    at = timezone.now().isoformat()
+    with transaction.atomic():  # one burst: 10,000 effects, published when it commits
+        for i in range(10_000):
+            tasks.record_failed_login.offload(
+                username_hash=f"{i:064x}", ip="10.0.0.1", at=at, user_id=None
+            )
+    effects = Effect.objects.filter(task="record_failed_login")
+    # One process: slow enough that effects wait in the queue longer than the relay's
+    # EFFECT_REPUBLISH_AFTER, which must not take them for lost.
+    worker = start_worker(worker_env, tmp_path / "worker.log", concurrency=1)
+    started = time.monotonic()
+    try:
+        wait_for(
+            lambda: not effects.exclude(status="done").exists(),
+            timeout=600,
+            what="the backlog to drain",
+            diagnose=lambda: f"{effects.exclude(status='done').count()} left",
+        )
+        drained = time.monotonic() - started
+        log = worker.log()
+    finally:
+        worker.stop()
+
+    duplicates = log.count("step=skipped")
+    figures(
+        effects=10_000, drain_seconds=round(drained, 1), duplicate_messages=duplicates,
+        attempts=sum(effects.values_list("attempts", flat=True)),
+        relayed=sum(int(line.split("relay published ")[1].split()[0])
+                    for line in log.splitlines() if "relay published " in line),
+    )  # fmt: skip
+    assert FailedLogin.objects.count() == 10_000, "each ran once"
+    assert set(effects.values_list("attempts", flat=True)) == {1}
+    assert duplicates <= 100, "duplicate messages at most 1% of the burst"
+
+
+# --- what must trigger nothing, and what must stop -------------------------------------------
 
 
 def test_200_rolled_back_changes_trigger_nothing(
@@ -296,7 +490,9 @@ def test_a_poison_effect_is_dead_lettered_and_a_replay_runs_it_once(
     owner = make_user("k5-owner")
     document = make_document(owner)
     smtp_sink.refuse.add("k5-poison@example.com")
-    worker = start_worker(worker_env, tmp_path / "worker.log")
+    # No backoff between attempts: what is under test is the count of attempts and the
+    # replay, not the waiting (which would add up to a minute here).
+    worker = start_worker({**worker_env, "EFFECT_RETRY_BACKOFF": "0"}, tmp_path / "worker.log")
     try:
         with transaction.atomic():
             services.share_document(document, "k5-poison@example.com", owner)

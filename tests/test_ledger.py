@@ -1,4 +1,4 @@
-"""The durable ledger: coalescing, publish times, relay, replay, prune and the `effects` command."""
+"""The durable ledger: coalescing, publish times, replay, prune and the `effects` command."""
 
 import threading
 from datetime import timedelta
@@ -11,8 +11,7 @@ from django.utils import timezone
 
 from devtools.processes import wait_for
 from notifications import tasks
-from offload import ledger, outbox
-from offload.conf import conf
+from offload import ledger
 from offload.models import Effect
 from tests.factories import make_document, make_user
 
@@ -63,67 +62,6 @@ def test_emails_never_coalesce():
             document_id=1, recipient="a@example.com", shared_by_id=user.pk
         )
     assert Effect.objects.filter(task="send_share_email").count() == 2
-
-
-def test_the_relay_publishes_what_the_broker_never_had(broker):
-    make_user()
-    [effect] = Effect.objects.filter(published_at=None)
-    assert outbox.relay() == 0, "still inside the grace period"
-
-    age([effect.pk], created_at=timezone.now() - conf.relay_grace - timedelta(seconds=1))
-    assert outbox.relay() == 1
-    assert broker.effect_ids("emails") == [effect.pk]
-    effect.refresh_from_db()
-    assert effect.published_at is not None
-    assert outbox.relay() == 0, "published once, not on every run"
-
-
-def test_the_relay_publishes_again_what_was_published_long_ago(broker):
-    make_user()
-    [effect] = Effect.objects.all()
-    long_ago = timezone.now() - conf.republish_after - timedelta(seconds=1)
-    age([effect.pk], created_at=long_ago, published_at=long_ago)
-    assert outbox.relay() == 1
-    assert broker.effect_ids("emails") == [effect.pk]
-
-
-def test_the_relay_publishes_an_attempt_whose_worker_died_once(broker):
-    make_user()
-    [effect] = Effect.objects.all()
-    lease_over = timezone.now() - conf.lease - timedelta(seconds=1)
-    age(
-        [effect.pk],
-        status="running",
-        attempts=1,
-        started_at=lease_over,
-        published_at=lease_over - timedelta(seconds=1),
-    )
-    assert outbox.relay() == 1
-    assert outbox.relay() == 0
-    assert broker.effect_ids("emails") == [effect.pk]
-
-
-def test_the_relay_leaves_live_and_finished_effects_alone(broker):
-    make_user()
-    [effect] = Effect.objects.all()
-    long_ago = timezone.now() - timedelta(days=1)
-    for status in ("running", "done", "dead"):
-        age(
-            [effect.pk],
-            status=status,
-            started_at=timezone.now(),
-            created_at=long_ago,
-            published_at=long_ago,
-        )
-        assert outbox.relay() == 0, status
-    assert broker.effect_ids("emails") == []
-
-
-def test_the_relay_dead_letters_an_effect_of_an_unknown_task():
-    Effect.objects.create(task="no_such_task", created_at=timezone.now() - timedelta(hours=1))
-    assert outbox.relay() == 0
-    [effect] = Effect.objects.all()
-    assert effect.status == "dead" and "unknown task" in effect.last_error
 
 
 def test_replay_gives_dead_letters_fresh_attempts(django_capture_on_commit_callbacks, broker):

@@ -5,7 +5,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from offload import ledger, outbox
+from offload import ledger, outbox, relay
 from offload.conf import conf
 from offload.models import Effect
 
@@ -36,7 +36,7 @@ class Command(BaseCommand):
         self.stdout.write(f"oldest pending: {summary['oldest_pending_seconds']:.1f}s")
 
     def relay(self, **options: Any) -> None:
-        self.stdout.write(f"published {outbox.relay()} effect(s) again")
+        self.stdout.write(f"published {relay.relay()} effect(s) again")
 
     def replay(self, ids: list[int], every: bool, task: str | None, **options: Any) -> None:
         if not ids and not every and not task:

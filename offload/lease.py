@@ -1,0 +1,105 @@
+"""Keeping a claim alive while its attempt runs, and knowing when it is no longer held.
+
+A claim holds its effect for EFFECT_LEASE_SECONDS. While the attempt runs, a heartbeat thread
+in the worker process renews it every third of that, so a long effect (up to the time limit)
+is never taken over; once the process dies or is cut off from the database, renewals stop and
+another worker can take the effect over when the lease runs out. Every renewal is fenced by the
+attempt number, like every other write of an attempt: one that finds the row taken over marks
+the attempt lost.
+"""
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+
+from django.db import DatabaseError, connection
+
+from . import ledger
+from .conf import conf
+from .ledger import Claim
+
+logger = logging.getLogger(__name__)
+
+
+class LeaseLost(Exception):
+    """This attempt no longer holds its effect: another attempt took it over, or may have."""
+
+
+@dataclass(eq=False)
+class Lease:
+    claim: Claim
+    # time.monotonic() until which the claim surely holds: the last confirmed renewal plus the
+    # lease, less a second for the clock and the round trip.
+    holds_until: float
+    lost: bool = field(default=False)
+
+    def check(self) -> None:
+        """Raise LeaseLost unless the claim surely still holds: call it before a side effect
+        that cannot be taken back (an email), so a stale attempt stops short of it."""
+        if self.lost or time.monotonic() >= self.holds_until:
+            raise LeaseLost(f"effect {self.claim.id}: attempt {self.claim.attempt} lost its lease")
+
+
+current_lease: ContextVar[Lease | None] = ContextVar("current_lease", default=None)
+
+
+class Heartbeat:
+    """One daemon thread per worker process, renewing the leases of the attempts running in it.
+
+    Started on the first attempt in a process (after the worker forked it), idle between
+    attempts: an effect that takes milliseconds is never renewed at all.
+    """
+
+    def __init__(self) -> None:
+        self._leases: set[Lease] = set()
+        self._lock = threading.Lock()
+        self._pid = 0
+
+    @contextmanager
+    def hold(self, claim: Claim) -> Iterator[Lease]:
+        lease = Lease(claim, holds_until=time.monotonic() + conf.EFFECT_LEASE_SECONDS - 1)
+        self._ensure_running()
+        with self._lock:
+            self._leases.add(lease)
+        token = current_lease.set(lease)
+        try:
+            yield lease
+        finally:
+            current_lease.reset(token)
+            with self._lock:
+                self._leases.discard(lease)
+
+    def _ensure_running(self) -> None:
+        if self._pid != os.getpid():  # none yet in this process (a forked child starts fresh)
+            self._pid = os.getpid()
+            threading.Thread(target=self._run, name="offload-heartbeat", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(conf.EFFECT_LEASE_SECONDS / 3)
+            with self._lock:
+                leases = list(self._leases)
+            for lease in leases:
+                self.renew(lease)
+
+    def renew(self, lease: Lease) -> None:
+        started = time.monotonic()
+        try:
+            held = ledger.renew(lease.claim)
+        except DatabaseError as exc:
+            # The lease still runs out on its own; a later tick tries again on a new connection.
+            logger.warning("effect=%s lease renewal failed: %s", lease.claim.id, exc)
+            connection.close()
+            return
+        if held:
+            lease.holds_until = started + conf.EFFECT_LEASE_SECONDS - 1
+        else:
+            lease.lost = True
+
+
+heartbeat = Heartbeat()

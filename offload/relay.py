@@ -1,0 +1,219 @@
+"""The relay: publishes again what the broker never had, lost, or gave to a worker that died.
+
+It runs in every worker, in a thread started when the worker is ready; one worker at a time
+relays (a short lock in Redis), every EFFECT_RELAY_INTERVAL seconds. ``manage.py effects relay``
+runs it once by hand. Each run:
+
+1. Checks the broker's marker, a key it keeps in Redis. If the key is gone, Redis lost its data
+   (restarted empty, flushed, or failed over to an empty replica): every pending effect is
+   published again at once.
+2. Publishes what is due:
+   - pending and never published, EFFECT_RELAY_GRACE after it was recorded: the process died
+     between its commit and its publish, or the broker was down then;
+   - pending and waiting for a retry whose time has come;
+   - running past its lease: the attempt's worker died or was cut off (once per lost lease);
+   - pending, published more than EFFECT_REPUBLISH_AFTER ago, while its queue is empty and no
+     worker holds its message unacknowledged: the broker lost the message (a worker killed
+     between taking it from the queue and recording it as unacknowledged, or a Redis that lost
+     its last second). A backlog never looks lost, since its queue is not empty.
+
+A run that finds nothing to do logs nothing.
+"""
+
+import base64
+import json
+import logging
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from celery import current_app
+from django.db import close_old_connections, connection
+from django.db.models import F, Q, QuerySet
+from django.utils import timezone
+
+from .base import EffectTask
+from .conf import conf
+from .models import Effect
+from .outbox import publish
+
+logger = logging.getLogger(__name__)
+
+MARKER_KEY = "offload:broker-marker"
+LEADER_KEY = "offload:relay-leader"
+BATCH = 500
+
+
+def relay(channel: Any = None) -> int:
+    """Publish again what the broker may never have had or may have lost. Returns the count.
+
+    ``channel`` is a kombu Redis channel of the broker; without one, the run opens its own.
+    """
+    if channel is None:
+        with broker_channel() as channel:
+            return relay(channel)
+    now = timezone.now()  # before reading the broker: what is published after it is not lost
+    everything = broker_lost_its_data(channel.client)
+    if everything:
+        logger.warning("the broker lost its data (its marker is gone): publishing all pending")
+    due = due_for_relay(now, *broker_state(channel), everything=everything)
+    published = 0
+    # Each batch is a fresh query: what was published is no longer due.
+    while batch := list(due.values_list("pk", "task")[:BATCH]):
+        sent = []
+        for pk, name in batch:
+            task = current_app.tasks.get(name)
+            if task is None:  # renamed or removed in a deploy: nothing can ever run it
+                Effect.objects.filter(pk=pk).update(
+                    status=Effect.Status.DEAD, finished_at=now, last_error=f"unknown task {name!r}"
+                )
+            elif publish(task, pk):
+                sent.append(pk)
+        Effect.objects.filter(pk__in=sent).update(published_at=now)
+        published += len(sent)
+        if len(sent) < len(batch):
+            break  # the broker failed a publish: the next run goes on
+    if published:
+        logger.info("relay published %s effect(s) again", published)
+    return published
+
+
+def due_for_relay(
+    now: datetime, empty_queue_tasks: set[str], held: set[int], everything: bool = False
+) -> QuerySet[Effect]:
+    """Effects whose message may never arrive, oldest first (see the module's docstring)."""
+    pending = Q(status=Effect.Status.PENDING)
+    retry_due = Q(retry_at__isnull=True) | Q(retry_at__lte=now)
+    if everything:  # but what this run published already
+        not_yet = Q(published_at__isnull=True) | Q(published_at__lt=now)
+        return Effect.objects.filter(pending & retry_due & not_yet).order_by("created_at")
+    unpublished = (
+        pending
+        & Q(published_at__isnull=True)
+        & (Q(retry_at__isnull=True, created_at__lt=now - conf.relay_grace) | Q(retry_at__lte=now))
+    )
+    abandoned = (
+        Q(status=Effect.Status.RUNNING)
+        & (Q(leased_until__isnull=True) | Q(leased_until__lt=now))
+        & (
+            Q(published_at__isnull=True)
+            | Q(published_at__lt=F("leased_until"))
+            | Q(published_at__lt=now - conf.republish_after)
+        )
+    )
+    lost = (
+        pending
+        & Q(published_at__lt=now - conf.republish_after, task__in=sorted(empty_queue_tasks))
+        & ~Q(pk__in=sorted(held))
+    )
+    return Effect.objects.filter(unpublished | abandoned | lost).order_by("created_at")
+
+
+def broker_lost_its_data(client: Any) -> bool:
+    """True once after Redis lost its data: the marker this sets is gone. (Also on the very
+    first run against a new Redis, when republishing what is pending costs nothing.)"""
+    return bool(client.set(MARKER_KEY, "1", nx=True))
+
+
+def broker_state(channel: Any) -> tuple[set[str], set[int]]:
+    """The effect tasks whose queue has no message waiting, and the effects whose message a
+    worker holds unacknowledged (prefetched or running; a dead worker's come back after the
+    visibility timeout)."""
+    tasks = {
+        name: queue_of(name) for name, task in current_app.tasks.items()
+        if isinstance(task, EffectTask)
+    }  # fmt: skip
+    queues = sorted(set(tasks.values()))
+    with channel.client.pipeline(transaction=False) as pipe:
+        for queue in queues:
+            pipe.llen(queue)
+        pipe.hvals(channel.unacked_key)
+        *lengths, unacked = pipe.execute()
+    empty = {queue for queue, length in zip(queues, lengths, strict=True) if not length}
+    return {name for name, queue in tasks.items() if queue in empty}, effect_ids(unacked)
+
+
+def effect_ids(unacked: list[bytes]) -> set[int]:
+    """The effect ids in kombu's unacknowledged entries ([message, exchange, routing key])."""
+    ids = set()
+    for entry in unacked:
+        try:
+            message = json.loads(entry)[0]
+            args = json.loads(base64.b64decode(message["body"]))[0]
+        except (ValueError, TypeError, KeyError, IndexError):
+            continue  # not a message of ours
+        if args and type(args[0]) is int:
+            ids.add(args[0])
+    return ids
+
+
+def queue_of(task_name: str) -> str:
+    return str(current_app.amqp.router.route({}, task_name)["queue"].name)
+
+
+@contextmanager
+def broker_channel() -> Iterator[Any]:
+    """A kombu Redis channel of the broker (``.client`` is its redis-py client)."""
+    with current_app.connection_for_write() as conn:
+        yield conn.default_channel
+
+
+class RelayThread(threading.Thread):
+    """Runs the relay every EFFECT_RELAY_INTERVAL seconds in a worker, when this worker holds
+    the relay lock (one worker at a time; the lock lapses within three intervals of its
+    holder's death)."""
+
+    def __init__(self) -> None:
+        super().__init__(name="offload-relay", daemon=True)
+        self.stopping = threading.Event()
+        self.me = f"{socket.gethostname()}:{os.getpid()}"
+        self.failing = False
+
+    def run(self) -> None:
+        while not self.stopping.wait(conf.EFFECT_RELAY_INTERVAL):
+            try:
+                self.tick()
+            except Exception as exc:  # noqa: BLE001 - the relay must outlive any outage
+                if not self.failing:  # one line per outage, not one per tick
+                    logger.warning("relay paused: %s: %s", type(exc).__name__, exc)
+                self.failing = True
+                connection.close()  # a connection an error interrupted is not reused
+            else:
+                if self.failing:
+                    logger.info("relay resumed")
+                self.failing = False
+        connection.close()
+
+    def tick(self) -> None:
+        close_old_connections()
+        with broker_channel() as channel:
+            if self.leads(channel.client):
+                relay(channel)
+
+    def leads(self, client: Any) -> bool:
+        ttl = int(conf.EFFECT_RELAY_INTERVAL * 3000)
+        mine = client.set(LEADER_KEY, self.me, nx=True, px=ttl)
+        if mine or client.get(LEADER_KEY) == self.me.encode():
+            client.pexpire(LEADER_KEY, ttl)
+            return True
+        return False
+
+
+_thread: RelayThread | None = None
+
+
+def start_in_worker(**kwargs: Any) -> None:
+    """Connected to Celery's worker_ready signal (offload/apps.py)."""
+    global _thread
+    _thread = RelayThread()
+    _thread.start()
+
+
+def stop_in_worker(**kwargs: Any) -> None:
+    """Connected to Celery's worker_shutting_down signal."""
+    if _thread is not None:
+        _thread.stopping.set()
