@@ -58,8 +58,6 @@ def relay(channel: Any = None) -> int:
             return relay(channel)
     now = timezone.now()  # before reading the broker: what is published after it is not lost
     everything = broker_lost_its_data(channel.client)
-    if everything:
-        logger.warning("the broker lost its data (its marker is gone): publishing all pending")
     due = due_for_relay(now, *broker_state(channel), everything=everything)
     published = 0
     # Each batch is a fresh query: what was published is no longer due.
@@ -77,7 +75,12 @@ def relay(channel: Any = None) -> int:
         published += len(sent)
         if len(sent) < len(batch):
             break  # the broker failed a publish: the next run goes on
-    if published:
+    if published and everything:
+        logger.warning(
+            "relay published %s pending effect(s) again: Redis had lost its data (or is new)",
+            published,
+        )
+    elif published:
         logger.info("relay published %s effect(s) again", published)
     return published
 
