@@ -1,4 +1,4 @@
-"""Start and stop the project's real processes (web, worker, beat) and wait on conditions.
+"""Start and stop the project's real processes (web, worker) and wait on conditions.
 
 Used by the tests and by the benchmarks: every process runs in its own process group, is
 stopped by its pid, and writes its output to a log file.
@@ -36,7 +36,7 @@ def wait_for(predicate, timeout: float = 20.0, what: str = "condition", diagnose
 
 
 class Service:
-    """A real process of the project (web, worker, beat), started and stopped by its pid.
+    """A real process of the project (web, worker), started and stopped by its pid.
 
     It runs in its own process group so that stop() and kill() reach its children too (the
     worker's pool, gunicorn's workers). Its output goes to ``log_path``.
@@ -109,14 +109,6 @@ def start_worker(
         "-Q", "emails,files,records", "-n", f"{name}-{os.getpid()}@%h", *extra,
     )  # fmt: skip
     return Service(argv, env, log_path, lambda s: b" ready." in s.log_path.read_bytes()).start()
-
-
-def start_beat(env: dict, log_path: Path) -> Service:
-    """`celery -A project beat`: schedules the relay."""
-    argv = celery("beat", "--schedule", str(log_path.with_suffix(".schedule")))
-    return Service(
-        argv, env, log_path, lambda s: b"beat: Starting..." in s.log_path.read_bytes()
-    ).start()
 
 
 def start_web(env: dict, log_path: Path) -> Service:

@@ -9,7 +9,7 @@ from typing import Any
 from celery import Task
 from celery.utils.time import get_exponential_backoff_interval
 from django.core.exceptions import ObjectDoesNotExist, SuspiciousOperation, ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from . import ledger
@@ -58,7 +58,7 @@ class EffectTask(Task[..., Any]):
     # the claim makes the repeat harmless.
     acks_late = True
     reject_on_worker_lost = True
-    # Killed at the hard limit; the lease outlasts it (see offload/checks.py).
+    # Killed at the hard limit (fixed when this module is imported); its lease then lapses.
     time_limit = conf.EFFECT_TIME_LIMIT
     soft_time_limit = max(1, conf.EFFECT_TIME_LIMIT * 4 // 5)
     # The argument naming the user the effect concerns: recorded on the ledger row, so that the
@@ -79,6 +79,16 @@ class EffectTask(Task[..., Any]):
         return offload(self, **kwargs)
 
     def __call__(self, effect_id: Any) -> str:
+        try:
+            return self._attempt(effect_id)
+        finally:
+            # A database connection an error interrupted is closed here, not kept for the next
+            # effect (Celery's Django fixup closes connections only every CELERY_DB_REUSE_MAX
+            # tasks, and checks none of them).
+            if connection.errors_occurred:
+                connection.close_if_unusable_or_obsolete()
+
+    def _attempt(self, effect_id: Any) -> str:
         if type(effect_id) is not int:
             # Anyone who can write to the broker can send us a message: trust nothing in it.
             logger.warning("task=%s rejected a message with a non-integer effect id", self.name)

@@ -1,7 +1,8 @@
 """The offload app's settings and their defaults, in one place.
 
 A project sets any of them in its Django settings (this project reads them from the environment
-of the same name in project/settings.py); whatever it leaves out takes the default here.
+of the same name in project/settings.py); whatever it leaves out takes the default here. Each
+is read when used, except EFFECT_TIME_LIMIT, which EffectTask reads when it is imported.
 
     from offload.conf import conf
     conf.EFFECT_MAX_ATTEMPTS
@@ -15,7 +16,8 @@ from django.conf import settings
 DEFAULTS: dict[str, Any] = {
     # Attempts before an effect is dead-lettered (the ledger counts them, across redeliveries).
     "EFFECT_MAX_ATTEMPTS": 5,
-    # Retry delay: full jitter over EFFECT_RETRY_BACKOFF * 2**attempt seconds, at most the max.
+    # Retry delay after attempt n: full jitter over EFFECT_RETRY_BACKOFF * 2**(n - 1) seconds
+    # (up to 2 s after the first, 4 s after the second...), at most EFFECT_RETRY_BACKOFF_MAX.
     "EFFECT_RETRY_BACKOFF": 2,
     "EFFECT_RETRY_BACKOFF_MAX": 60,
     # Hard time limit of one attempt, in seconds (the soft limit, at 80%, raises in the task).

@@ -63,8 +63,8 @@ class Heartbeat:
     @contextmanager
     def hold(self, claim: Claim) -> Iterator[Lease]:
         lease = Lease(claim, holds_until=time.monotonic() + conf.EFFECT_LEASE_SECONDS - 1)
-        self._ensure_running()
         with self._lock:
+            self._ensure_running()
             self._leases.add(lease)
         token = current_lease.set(lease)
         try:
@@ -75,6 +75,7 @@ class Heartbeat:
                 self._leases.discard(lease)
 
     def _ensure_running(self) -> None:
+        """Under self._lock: a thread pool's attempts may start together."""
         if self._pid != os.getpid():  # none yet in this process (a forked child starts fresh)
             self._pid = os.getpid()
             threading.Thread(target=self._run, name="offload-heartbeat", daemon=True).start()
@@ -85,7 +86,10 @@ class Heartbeat:
             with self._lock:
                 leases = list(self._leases)
             for lease in leases:
-                self.renew(lease)
+                try:
+                    self.renew(lease)
+                except Exception:
+                    logger.exception("effect=%s lease renewal failed", lease.claim.id)
 
     def renew(self, lease: Lease) -> None:
         started = time.monotonic()

@@ -36,11 +36,20 @@ class LedgerCollector(Collector):
             "Age of the oldest pending effect (0 when none is pending).",
             value=ledger.oldest_pending_seconds(),
         )
-        unpublished = Effect.objects.filter(status=Effect.Status.PENDING, published_at__isnull=True)
+        unpublished = Effect.objects.filter(
+            status=Effect.Status.PENDING, published_at__isnull=True, retry_at__isnull=True
+        )
         yield GaugeMetricFamily(
             "effects_unpublished",
             "Pending effects that never reached the broker (failed publishes awaiting the relay).",
             value=unpublished.count(),
+        )
+        yield GaugeMetricFamily(
+            "effects_waiting_for_retry",
+            "Pending effects whose last attempt failed, waiting for their retry time.",
+            value=Effect.objects.filter(
+                status=Effect.Status.PENDING, retry_at__isnull=False
+            ).count(),
         )
         yield GaugeMetricFamily(
             "effects_dead_letters",

@@ -49,7 +49,9 @@ def offload(task: EffectTask, /, **kwargs: Any) -> Effect:
 
 
 def _user_of(task: EffectTask, kwargs: dict[str, Any]) -> int | None:
-    user: int | None = kwargs.get(task.user_arg) if task.user_arg else None
+    if not task.user_arg:  # the task names no user
+        return None
+    user: int | None = kwargs.get(task.user_arg)
     if user is None and (parent := current_claim.get()):
         user = parent.user_id
     return user
@@ -78,7 +80,10 @@ def pending_twin(key: str) -> Effect | None:
 
 def publish_new(task: Task[..., Any], effect_id: int) -> None:
     if publish(task, effect_id):
-        Effect.objects.filter(pk=effect_id).update(published_at=timezone.now())
+        # Unless a worker was quicker, failed, and sent it back to wait for a retry.
+        Effect.objects.filter(pk=effect_id, retry_at__isnull=True).update(
+            published_at=timezone.now()
+        )
         log_step(logger, logging.INFO, effect=effect_id, task=task.name, step="published")
 
 

@@ -6,14 +6,14 @@ runs it once by hand. Each run:
 
 1. Checks the broker's marker, a key it keeps in Redis. If the key is gone, Redis lost its data
    (restarted empty, flushed, or failed over to an empty replica): every pending effect is
-   published again at once.
+   published again at once, and then the marker is set again.
 2. Publishes what is due:
    - pending and never published, EFFECT_RELAY_GRACE after it was recorded: the process died
      between its commit and its publish, or the broker was down then;
    - pending and waiting for a retry whose time has come;
    - running past its lease: the attempt's worker died or was cut off (once per lost lease);
-   - pending, published more than EFFECT_REPUBLISH_AFTER ago, while its queue is empty and no
-     worker holds its message unacknowledged: the broker lost the message (a worker killed
+   - pending and due, published more than EFFECT_REPUBLISH_AFTER ago, while its queue is empty
+     and no worker holds its message unacknowledged: the broker lost the message (a worker killed
      between taking it from the queue and recording it as unacknowledged, or a Redis that lost
      its last second). A backlog never looks lost, since its queue is not empty.
 
@@ -43,9 +43,16 @@ from .outbox import publish
 
 logger = logging.getLogger(__name__)
 
-MARKER_KEY = "offload:broker-marker"
-LEADER_KEY = "offload:relay-leader"
 BATCH = 500
+
+
+def marker_key() -> str:
+    """The key whose absence means Redis lost its data (one per Celery app on a Redis)."""
+    return f"offload:{current_app.main or 'celery'}:broker-marker"
+
+
+def leader_key() -> str:
+    return f"offload:{current_app.main or 'celery'}:relay-leader"
 
 
 def relay(channel: Any = None) -> int:
@@ -57,24 +64,25 @@ def relay(channel: Any = None) -> int:
         with broker_channel() as channel:
             return relay(channel)
     now = timezone.now()  # before reading the broker: what is published after it is not lost
-    everything = broker_lost_its_data(channel.client)
-    due = due_for_relay(now, *broker_state(channel), everything=everything)
-    published = 0
+    # The marker is set again only once everything pending has been published: a run cut
+    # short by a failing publish leaves the next run to go on.
+    everything = not channel.client.exists(marker_key())
+    tasks = effect_tasks()
+    # An effect of a task this worker does not know (another version, mid-deploy) waits for
+    # a worker that does: it stays pending, counted in the metrics.
+    due = due_for_relay(now, *broker_state(channel, tasks), everything=everything)
+    due = due.filter(task__in=sorted(tasks))
+    published, complete = 0, True
     # Each batch is a fresh query: what was published is no longer due.
     while batch := list(due.values_list("pk", "task")[:BATCH]):
-        sent = []
-        for pk, name in batch:
-            task = current_app.tasks.get(name)
-            if task is None:  # renamed or removed in a deploy: nothing can ever run it
-                Effect.objects.filter(pk=pk).update(
-                    status=Effect.Status.DEAD, finished_at=now, last_error=f"unknown task {name!r}"
-                )
-            elif publish(task, pk):
-                sent.append(pk)
-        Effect.objects.filter(pk__in=sent).update(published_at=now)
+        sent = [pk for pk, name in batch if publish(current_app.tasks[name], pk)]
+        mark_published(sent, now)
         published += len(sent)
         if len(sent) < len(batch):
+            complete = False
             break  # the broker failed a publish: the next run goes on
+    if everything and complete:
+        channel.client.set(marker_key(), "1")
     if published and everything:
         logger.warning(
             "relay published %s pending effect(s) again: Redis had lost its data (or is new)",
@@ -83,6 +91,13 @@ def relay(channel: Any = None) -> int:
     elif published:
         logger.info("relay published %s effect(s) again", published)
     return published
+
+
+def mark_published(ids: list[int], at: datetime) -> None:
+    """Record the publish, except where an attempt already claimed the effect and sent it back
+    to wait for its retry (its ``published_at`` must stay empty for the relay to find it)."""
+    retry_due = Q(retry_at__isnull=True) | Q(retry_at__lte=at)
+    Effect.objects.filter(retry_due, pk__in=ids).update(published_at=at)
 
 
 def due_for_relay(
@@ -110,26 +125,25 @@ def due_for_relay(
     )
     lost = (
         pending
+        & retry_due
         & Q(published_at__lt=now - conf.republish_after, task__in=sorted(empty_queue_tasks))
         & ~Q(pk__in=sorted(held))
     )
     return Effect.objects.filter(unpublished | abandoned | lost).order_by("created_at")
 
 
-def broker_lost_its_data(client: Any) -> bool:
-    """True once after Redis lost its data: the marker this sets is gone. (Also on the very
-    first run against a new Redis, when republishing what is pending costs nothing.)"""
-    return bool(client.set(MARKER_KEY, "1", nx=True))
-
-
-def broker_state(channel: Any) -> tuple[set[str], set[int]]:
-    """The effect tasks whose queue has no message waiting, and the effects whose message a
-    worker holds unacknowledged (prefetched or running; a dead worker's come back after the
-    visibility timeout)."""
-    tasks = {
+def effect_tasks() -> dict[str, str]:
+    """{name: queue} of the effect tasks this process knows."""
+    return {
         name: queue_of(name) for name, task in current_app.tasks.items()
         if isinstance(task, EffectTask)
     }  # fmt: skip
+
+
+def broker_state(channel: Any, tasks: dict[str, str]) -> tuple[set[str], set[int]]:
+    """The effect tasks whose queue has no message waiting, and the effects whose message a
+    worker holds unacknowledged (prefetched or running; a dead worker's come back after the
+    visibility timeout)."""
     queues = sorted(set(tasks.values()))
     with channel.client.pipeline(transaction=False) as pipe:
         for queue in queues:
@@ -199,9 +213,10 @@ class RelayThread(threading.Thread):
 
     def leads(self, client: Any) -> bool:
         ttl = int(conf.EFFECT_RELAY_INTERVAL * 3000)
-        mine = client.set(LEADER_KEY, self.me, nx=True, px=ttl)
-        if mine or client.get(LEADER_KEY) == self.me.encode():
-            client.pexpire(LEADER_KEY, ttl)
+        key = leader_key()
+        mine = client.set(key, self.me, nx=True, px=ttl)
+        if mine or client.get(key) == self.me.encode():
+            client.pexpire(key, ttl)
             return True
         return False
 

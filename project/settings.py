@@ -180,6 +180,9 @@ if REDIS_URL.startswith(("redis://", "rediss://")):
     # kombu's Redis transport with one client per channel (offload/transport.py explains).
     CELERY_BROKER_TRANSPORT = "offload.transport:Transport"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A worker keeps trying to reach a broker that went away, however long it is gone (Celery's
+# default, 100 tries, is only minutes with offload.worker.Consumer's 1-2 s between tries).
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 # JSON only: a message in any other format (a pickle pushed by anyone who can write to
 # Redis) is refused.
 CELERY_ACCEPT_CONTENT = ["json"]
@@ -212,8 +215,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     # Fail fast when Redis is unreachable: the request must not wait on the broker, and the
     # relay publishes what could not be published. Without these, kombu retries the connection
     # for 6 s (measured) before a publish gives up. One immediate retry replaces a pooled
-    # connection that went stale when Redis restarted. (Workers reconnect on their own terms:
-    # broker_connection_retry and broker_connection_max_retries.)
+    # connection that went stale when Redis restarted. (A worker's consumer reconnects on its
+    # own terms: offload.worker.Consumer and CELERY_BROKER_CONNECTION_MAX_RETRIES.)
     "max_retries": 1,
     "interval_start": 0,
     "interval_step": 0,

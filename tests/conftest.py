@@ -143,11 +143,6 @@ def api() -> ApiClient:
     return ApiClient()
 
 
-# The relay's marker of a broker that kept its data (offload/relay.py); a plain name here, as
-# conftest is imported before Django is set up.
-MARKER_KEY = "offload:broker-marker"
-
-
 class Broker(redis.Redis):
     def effect_ids(self, queue: str) -> list[int]:
         """The effect ids waiting in ``queue``, oldest first (kombu pushes left, pops right)."""
@@ -160,10 +155,12 @@ def broker() -> Iterator[Broker]:
     """A client of the broker's Redis, with the effect queues empty before and after the test
     (so a test sees only its own messages and leaves none for the next), and the relay's marker
     set: a broker that has kept its data."""
+    from offload.relay import leader_key, marker_key  # once Django is set up
+
     client = Broker.from_url(django_settings.CELERY_BROKER_URL)
-    # The queues, and kombu's record of the messages workers hold unacknowledged.
-    keys = (*django_settings.EFFECT_QUEUES, "unacked", "unacked_index")
+    # The queues, kombu's record of the messages workers hold unacknowledged, the relay lock.
+    keys = (*django_settings.EFFECT_QUEUES, "unacked", "unacked_index", leader_key())
     client.delete(*keys)
-    client.set(MARKER_KEY, "1")
+    client.set(marker_key(), "1")
     yield client
     client.delete(*keys)

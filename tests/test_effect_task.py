@@ -23,7 +23,7 @@ from offload.mail import send
 from offload.models import Effect
 from tests.factories import make_user
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.ledger]
 
 
 def now() -> str:

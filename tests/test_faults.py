@@ -35,7 +35,7 @@ from devtools.processes import ROOT, Service, start_web, start_worker, wait_for
 from notifications import services, tasks
 from notifications.models import FailedLogin
 from offload.models import Effect
-from offload.relay import MARKER_KEY
+from offload.relay import marker_key
 from tests.client import ApiClient
 from tests.factories import PASSWORD, make_document, make_user
 
@@ -294,7 +294,7 @@ def test_redis_flushed_with_a_queue_full_of_effects_loses_nothing(
     web = start_web(env, tmp_path / "web.log")
     worker = start_worker(env, tmp_path / "worker.log")
     try:
-        wait_for(lambda: broker.get(MARKER_KEY), what="the relay to mark this Redis as known")
+        wait_for(lambda: broker.get(marker_key()), what="the relay to mark this Redis as known")
         timed_sign_ups(ApiClient(web.url), "f4-", 60, per_second=60)
         effects = Effect.objects.filter(user__username__startswith="f4-")
         queued = broker.llen("emails")
@@ -396,7 +396,10 @@ def _ignore_errors(call, *args):
 # --- a backlog ---------------------------------------------------------------------------------
 
 
-def test_a_10000_effect_backlog_drains_without_a_republish_storm(worker_env, tmp_path, figures):
+def test_a_10000_effect_backlog_drains_without_a_republish_storm(
+    worker_env, tmp_path, broker, figures
+):
+    """(``broker``: the session's Redis, known to the relay, its queues empty.)"""
     at = timezone.now().isoformat()
     with transaction.atomic():  # one burst: 10,000 effects, published when it commits
         for i in range(10_000):

@@ -15,7 +15,7 @@ from offload import ledger
 from offload.models import Effect
 from tests.factories import make_document, make_user
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.ledger]
 
 
 def run(*args) -> str:
