@@ -156,16 +156,17 @@ def broker_state(channel: Any, tasks: dict[str, str]) -> tuple[set[str], set[int
 
 def effect_ids(unacked: list[bytes]) -> set[int]:
     """The effect ids in kombu's unacknowledged entries ([message, exchange, routing key])."""
-    ids = set()
-    for entry in unacked:
-        try:
-            message = json.loads(entry)[0]
-            args = json.loads(base64.b64decode(message["body"]))[0]
-        except (ValueError, TypeError, KeyError, IndexError):
-            continue  # not a message of ours
-        if args and type(args[0]) is int:
-            ids.add(args[0])
-    return ids
+    ids = (effect_id_of(json.loads(entry)[0]) for entry in unacked)
+    return {effect_id for effect_id in ids if effect_id is not None}
+
+
+def effect_id_of(message: Any) -> int | None:
+    """The effect id a kombu message carries (its only argument), or None for another one."""
+    try:
+        args = json.loads(base64.b64decode(message["body"]))[0]
+    except (ValueError, TypeError, KeyError, IndexError):
+        return None
+    return args[0] if args and type(args[0]) is int else None
 
 
 def queue_of(task_name: str) -> str:

@@ -5,7 +5,6 @@ that must stop Redis starts its own with `LocalRedis`.
 """
 
 import asyncio
-import base64
 import email
 import email.policy
 import json
@@ -146,8 +145,9 @@ def api() -> ApiClient:
 class Broker(redis.Redis):
     def effect_ids(self, queue: str) -> list[int]:
         """The effect ids waiting in ``queue``, oldest first (kombu pushes left, pops right)."""
-        bodies = (json.loads(raw)["body"] for raw in reversed(self.lrange(queue, 0, -1)))
-        return [json.loads(base64.b64decode(body))[0][0] for body in bodies]
+        from offload.relay import effect_id_of  # once Django is set up
+
+        return [effect_id_of(json.loads(raw)) for raw in reversed(self.lrange(queue, 0, -1))]
 
 
 @pytest.fixture

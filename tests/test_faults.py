@@ -117,13 +117,11 @@ class Supervisor:
     def __init__(self, env: dict, log_dir: Path):
         self.env, self.log_dir = env, log_dir
         self.workers: list[Service] = []
-        self.ready_at = 0.0
         self.start()
 
     def start(self) -> Service:
         worker = start_worker(self.env, self.log_dir / f"worker-{len(self.workers)}.log")
         self.workers.append(worker)
-        self.ready_at = time.monotonic()
         return worker
 
     def check(self) -> None:
