@@ -36,22 +36,30 @@ class LocalRedis:
     """One server process. ``persistent`` turns on the append-only file (as in compose)."""
 
     def __init__(
-        self, port: int | None = None, directory: str | None = None, persistent: bool = False
+        self,
+        port: int | None = None,
+        directory: str | None = None,
+        persistent: bool = False,
+        addresses: tuple[str, ...] = ("127.0.0.1",),
     ):
         self.port = port or free_port()
+        self.addresses = addresses
         self.directory = directory or tempfile.mkdtemp(prefix="redis-")
         self.persistent = persistent
         self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return self.url_at("127.0.0.1")
+
+    def url_at(self, address: str) -> str:
+        return f"redis://{address}:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> "LocalRedis":
         args = [
             server_binary(),
             "--bind",
-            "127.0.0.1",
+            *self.addresses,
             "--port",
             str(self.port),
             "--dir",
@@ -60,6 +68,9 @@ class LocalRedis:
             "",
             "--appendonly",
             "yes" if self.persistent else "no",
+            # Bound to a test host's link as well as loopback: no password, so say it is meant.
+            "--protected-mode",
+            "yes" if self.addresses == ("127.0.0.1",) else "no",
             "--logfile",
             str(Path(self.directory) / "server.log"),
         ]

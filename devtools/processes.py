@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -61,11 +61,15 @@ class Service:
                 start_new_session=True,
             )  # fmt: skip
         Service.started.append(self)
-        wait_for(
-            lambda: self.process.poll() is not None or self.ready(self),
-            timeout,
-            f"{self.argv[:4]} to be ready (log: {self.log_path})",
-        )
+        try:
+            wait_for(
+                lambda: self.process.poll() is not None or self.ready(self),
+                timeout,
+                f"{self.argv[:4]} to be ready (log: {self.log_path})",
+            )
+        except AssertionError:
+            self.kill()  # never ready: not left running behind the failed test
+            raise
         assert self.process.poll() is None, self.log()
         return self
 
@@ -101,13 +105,20 @@ def celery(*args: str) -> list[str]:
 
 
 def start_worker(
-    env: dict, log_path: Path, name: str = "w1", concurrency: int = 2, *extra: str
+    env: dict,
+    log_path: Path,
+    name: str = "w1",
+    concurrency: int = 2,
+    *extra: str,
+    via: Sequence[str] = (),
 ) -> Service:
-    """`celery -A project worker` on every effect queue."""
+    """`celery -A project worker` on every effect queue; ``via`` prefixes the command (a test
+    host's ``ip netns exec``, which runs it in place: its pid stays the worker's)."""
     argv = celery(
         "worker", "--without-mingle", "--without-gossip", f"--concurrency={concurrency}",
         "-Q", "emails,files,records", "-n", f"{name}-{os.getpid()}@%h", *extra,
     )  # fmt: skip
+    argv = [*via, *argv]
     return Service(argv, env, log_path, lambda s: b" ready." in s.log_path.read_bytes()).start()
 
 

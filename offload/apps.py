@@ -10,13 +10,17 @@ class OffloadConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from celery.signals import worker_ready, worker_shutting_down
+        from celery.signals import worker_process_init, worker_ready, worker_shutting_down
 
         from . import (
             checks,  # noqa: F401 - registers the system checks
+            lease,
             relay,
         )
 
         # Every worker runs the relay (one at a time relays): recovery needs no other process.
         worker_ready.connect(relay.start_in_worker, weak=False, dispatch_uid="offload.relay")
         worker_shutting_down.connect(relay.stop_in_worker, weak=False, dispatch_uid="offload.relay")
+        worker_process_init.connect(
+            lease.enforce_time_limits, weak=False, dispatch_uid="offload.lease"
+        )

@@ -7,9 +7,10 @@ from datetime import timedelta
 from typing import Any
 
 from celery import Task
+from celery.exceptions import Reject, SoftTimeLimitExceeded
 from celery.utils.time import get_exponential_backoff_interval
 from django.core.exceptions import ObjectDoesNotExist, SuspiciousOperation, ValidationError
-from django.db import connection, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from . import ledger
@@ -32,6 +33,13 @@ PERMANENT_ERRORS = (
     SuspiciousOperation,
     ValidationError,
 )
+# Errors that can stop a query halfway: its connection is closed before anything else uses it.
+INTERRUPTIONS = (DatabaseError, InterfaceError, SoftTimeLimitExceeded)
+# The database could not answer (down, unreachable, a connection that broke): not the
+# message's fault.
+UNAVAILABLE = (OperationalError, InterfaceError)
+# Claims that failed in a row in this process, for its pause before handing a message back.
+_failed_claims = 0
 
 
 class EffectTask(Task[..., Any]):
@@ -81,10 +89,14 @@ class EffectTask(Task[..., Any]):
     def __call__(self, effect_id: Any) -> str:
         try:
             return self._attempt(effect_id)
+        except BaseException:
+            # Whatever ended the attempt may have interrupted a query (a time limit, a lost
+            # connection): that connection would fail the next effect of this process with
+            # "another command is already in progress". Celery's Django fixup closes
+            # connections only every CELERY_DB_REUSE_MAX tasks, and checks none of them.
+            connection.close()
+            raise
         finally:
-            # A database connection an error interrupted is closed here, not kept for the next
-            # effect (Celery's Django fixup closes connections only every CELERY_DB_REUSE_MAX
-            # tasks, and checks none of them).
             if connection.errors_occurred:
                 connection.close_if_unusable_or_obsolete()
 
@@ -93,7 +105,13 @@ class EffectTask(Task[..., Any]):
             # Anyone who can write to the broker can send us a message: trust nothing in it.
             logger.warning("task=%s rejected a message with a non-integer effect id", self.name)
             return "rejected"
-        claim = ledger.claim(effect_id, self.name)
+        global _failed_claims
+        try:
+            claim = ledger.claim(effect_id, self.name)
+        except UNAVAILABLE as exc:
+            _failed_claims += 1
+            raise self._claim_failed(effect_id, exc) from exc
+        _failed_claims = 0
         if claim is None:  # done, dead, held by a live attempt, or another task's effect
             log_step(logger, logging.INFO, effect=effect_id, task=self.name, step="skipped")
             return "skipped"
@@ -105,7 +123,11 @@ class EffectTask(Task[..., Any]):
         self._log(claim, "started", started)
         token = current_claim.set(claim)
         try:
-            with heartbeat.hold(claim), transaction.atomic() if self.atomic else nullcontext():
+            time_limit = self.time_limit or float("inf")
+            with (
+                heartbeat.hold(claim, time_limit),
+                transaction.atomic() if self.atomic else nullcontext(),
+            ):
                 self.run(**claim.args)
                 if not ledger.complete(claim):
                     # Another attempt took the effect over; an atomic effect's work rolls back.
@@ -116,6 +138,8 @@ class EffectTask(Task[..., Any]):
         except PERMANENT_ERRORS as exc:
             return self._dead(claim, exc, started)
         except Exception as exc:  # noqa: BLE001 - any other error is worth another attempt
+            if isinstance(exc, INTERRUPTIONS):
+                connection.close()  # it may be mid-query: settle on a new one
             if claim.attempt >= conf.EFFECT_MAX_ATTEMPTS:
                 return self._dead(claim, exc, started)
             delay = get_exponential_backoff_interval(
@@ -124,18 +148,41 @@ class EffectTask(Task[..., Any]):
                 maximum=conf.EFFECT_RETRY_BACKOFF_MAX,
                 full_jitter=True,
             )
-            ledger.release(claim, _describe(exc), timezone.now() + timedelta(seconds=delay))
-            self._log(claim, "retry", started, exc)
-            return "retry"
+            retry_at = timezone.now() + timedelta(seconds=delay)
+            held = ledger.release(claim, _describe(exc), retry_at)
+            return self._settled(held, "retry", claim, started, exc)
         finally:
             current_claim.reset(token)
         self._log(claim, "done", started)
         return "done"
 
+    def _claim_failed(self, effect_id: int, exc: Exception) -> Reject:
+        """The ledger cannot be reached: hand the message back rather than acknowledge it.
+
+        This process waits before it does (1, 2, 4, then 5 s while the failures go on), so a
+        worker that cannot reach the database stops taking messages from those that can,
+        instead of bouncing every message it is given.
+        """
+        connection.close()
+        pause = min(2.0 ** (_failed_claims - 1), 5.0)
+        log_step(
+            logger, logging.WARNING, effect=effect_id, task=self.name, step="requeued",
+            error=f"{_describe(exc)} (ledger unreachable; back to the queue in {pause:.0f} s)",
+        )  # fmt: skip
+        time.sleep(pause)
+        return Reject(exc, requeue=True)
+
     def _dead(self, claim: Claim, exc: Exception, started: float) -> str:
-        ledger.bury(claim, _describe(exc))
-        self._log(claim, "dead", started, exc)
-        return "dead"
+        return self._settled(ledger.bury(claim, _describe(exc)), "dead", claim, started, exc)
+
+    def _settled(
+        self, held: bool, step: str, claim: Claim, started: float, exc: BaseException
+    ) -> str:
+        """Log what a retry or dead-letter write did: nothing ("lost") when another attempt
+        had taken the effect over, since every write of an attempt is fenced by its number."""
+        step = step if held else "lost"
+        self._log(claim, step, started, exc)
+        return step
 
     def _log(
         self, claim: Claim, step: str, started: float, exc: BaseException | None = None

@@ -6,10 +6,16 @@ is never taken over; once the process dies or is cut off from the database, rene
 another worker can take the effect over when the lease runs out. Every renewal is fenced by the
 attempt number, like every other write of an attempt: one that finds the row taken over marks
 the attempt lost.
+
+The same thread is the pool process's own guard of the hard time limit. Celery's pool enforces
+it from the worker's event loop, which stands still while the worker reconnects to a broker it
+lost (a host cut off from Redis, for as long as the cut lasts); an attempt still running 2 s
+past its limit kills its own process then, as the pool would have.
 """
 
 import logging
 import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -36,6 +42,9 @@ class Lease:
     # time.monotonic() until which the claim surely holds: the last confirmed renewal plus the
     # lease, less a second for the clock and the round trip.
     holds_until: float
+    # time.monotonic() past which the attempt has outlived its hard time limit.
+    deadline: float
+    renewed_at: float = field(default_factory=time.monotonic)
     lost: bool = field(default=False)
 
     def check(self) -> None:
@@ -55,14 +64,25 @@ class Heartbeat:
     attempts: an effect that takes milliseconds is never renewed at all.
     """
 
+    # Seconds past the hard time limit that the pool is given to enforce it itself.
+    GRACE = 2.0
+
     def __init__(self) -> None:
         self._leases: set[Lease] = set()
         self._lock = threading.Lock()
         self._pid = 0
+        # Set in prefork pool processes (apps.py, worker_process_init), where the hard time
+        # limit means killing the process; a thread pool or `celery worker -P solo` has none.
+        self.enforces_time_limit = False
 
     @contextmanager
-    def hold(self, claim: Claim) -> Iterator[Lease]:
-        lease = Lease(claim, holds_until=time.monotonic() + conf.EFFECT_LEASE_SECONDS - 1)
+    def hold(self, claim: Claim, time_limit: float) -> Iterator[Lease]:
+        now = time.monotonic()
+        lease = Lease(
+            claim,
+            holds_until=now + conf.EFFECT_LEASE_SECONDS - 1,
+            deadline=now + time_limit + self.GRACE,
+        )
         with self._lock:
             self._ensure_running()
             self._leases.add(lease)
@@ -82,17 +102,30 @@ class Heartbeat:
 
     def _run(self) -> None:
         while True:
-            time.sleep(conf.EFFECT_LEASE_SECONDS / 3)
+            time.sleep(1)
             with self._lock:
                 leases = list(self._leases)
             for lease in leases:
+                if self.enforces_time_limit and time.monotonic() > lease.deadline:
+                    self._kill(lease)
+                if time.monotonic() - lease.renewed_at < conf.EFFECT_LEASE_SECONDS / 3:
+                    continue
                 try:
                     self.renew(lease)
                 except Exception:
                     logger.exception("effect=%s lease renewal failed", lease.claim.id)
 
+    @staticmethod
+    def _kill(lease: Lease) -> None:
+        logger.error(
+            "effect=%s attempt=%s ran past its hard time limit and the worker did not stop it"
+            " (cut off from the broker?): killing pool process %s, as the pool would have",
+            lease.claim.id, lease.claim.attempt, os.getpid(),
+        )  # fmt: skip
+        os.kill(os.getpid(), signal.SIGKILL)
+
     def renew(self, lease: Lease) -> None:
-        started = time.monotonic()
+        started = lease.renewed_at = time.monotonic()
         try:
             held = ledger.renew(lease.claim)
         except DatabaseError as exc:
@@ -107,3 +140,8 @@ class Heartbeat:
 
 
 heartbeat = Heartbeat()
+
+
+def enforce_time_limits(**_: object) -> None:
+    """Connected to Celery's worker_process_init signal: this is a prefork pool process."""
+    heartbeat.enforces_time_limit = True

@@ -16,7 +16,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from celery import Task, current_app
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -44,7 +44,8 @@ def offload(task: EffectTask, /, **kwargs: Any) -> Effect:
     effect = Effect.objects.create(
         task=task.name, args=kwargs, user_id=_user_of(task, kwargs), key=key
     )
-    transaction.on_commit(partial(publish_new, task, effect.pk))
+    # robust: should anything in it raise all the same, Django logs it and the request goes on.
+    transaction.on_commit(partial(publish_new, task, effect.pk), robust=True)
     return effect
 
 
@@ -79,12 +80,24 @@ def pending_twin(key: str) -> Effect | None:
 
 
 def publish_new(task: Task[..., Any], effect_id: int) -> None:
-    if publish(task, effect_id):
+    """Publish an effect whose transaction committed. Nothing here may fail the request that
+    committed it (the change is made; a client that retried would be told it exists): an
+    error is logged and the relay finishes the job."""
+    if not publish(task, effect_id):
+        return
+    try:
         # Unless a worker was quicker, failed, and sent it back to wait for a retry.
         Effect.objects.filter(pk=effect_id, retry_at__isnull=True).update(
             published_at=timezone.now()
         )
-        log_step(logger, logging.INFO, effect=effect_id, task=task.name, step="published")
+    except DatabaseError as exc:  # "database is locked", a connection lost since the commit
+        log_step(
+            logger, logging.WARNING, effect=effect_id, task=task.name, step="published",
+            error=f"{type(exc).__name__}: {exc} (not recorded: the relay may publish it again,"
+            " which the claim makes harmless)",
+        )  # fmt: skip
+        return
+    log_step(logger, logging.INFO, effect=effect_id, task=task.name, step="published")
 
 
 def publish(task: Task[..., Any], effect_id: int) -> bool:
@@ -117,5 +130,5 @@ def replay(effects: QuerySet[Effect]) -> int:
         status=Effect.Status.PENDING, attempts=0, finished_at=None, published_at=None
     )
     for pk, name in ids:
-        transaction.on_commit(partial(publish_new, current_app.tasks[name], pk))
+        transaction.on_commit(partial(publish_new, current_app.tasks[name], pk), robust=True)
     return len(ids)

@@ -1,4 +1,4 @@
-"""What offload changes in a Celery worker: how soon it reconnects to a broker that came back.
+"""What offload changes in a Celery worker, so that a lost broker never freezes it.
 
 Set ``CELERY_WORKER_CONSUMER = "offload.worker:Consumer"``.
 """
@@ -6,16 +6,48 @@ Set ``CELERY_WORKER_CONSUMER = "offload.worker:Consumer"``.
 from functools import partial
 from typing import Any
 
+from celery.worker import heartbeat
 from celery.worker.consumer import Consumer as CeleryConsumer
+from celery.worker.consumer import heart
+
+
+class Heart(heartbeat.Heart):
+    """Celery's worker heartbeat (the event Flower shows a worker as online by), sent once.
+
+    Celery sends it with ``retry=True`` and no retry policy, which is kombu's "retry forever":
+    on a host cut off from Redis, the event loop then waits inside that publish until the link
+    comes back, minutes later, and with it everything the loop drives (reading the queue, the
+    pool's time limits). A heartbeat that cannot be sent is worth nothing later: Celery keeps
+    it in its buffer and the loop goes on.
+    """
+
+    def _send(self, event: str, retry: bool = False) -> Any:
+        return super()._send(event, retry=False)  # type: ignore[misc]  # untyped in celery-types
+
+
+class HeartStep(heart.Heart):
+    """Takes the place of Celery's step of the same name (Consumer.Blueprint below)."""
+
+    def start(self, c: Any) -> None:
+        interval = self.heartbeat_interval  # type: ignore[attr-defined]  # untyped
+        c.heart = Heart(c.timer, c.event_dispatcher, interval)
+        c.heart.start()
 
 
 class Consumer(CeleryConsumer):
-    """Celery's consumer, retrying a lost broker connection every second or two.
+    """Celery's consumer, with the heartbeat above and a lost broker retried every second or
+    two.
 
-    Celery's own backs off by 2 s more on each try, up to 30 s: a Redis back after an 8 s
-    outage was found again 12 s in, after a minute's outage up to 30 s late, while the relay
-    had already published everything. There is no setting for these intervals.
+    Celery's own reconnection backs off by 2 s more on each try, up to 30 s: a Redis back after
+    an 8 s outage was found again 12 s in, after a minute's outage up to 30 s late, while the
+    relay had already published everything. There is no setting for these intervals.
     """
+
+    class Blueprint(CeleryConsumer.Blueprint):  # type: ignore[misc,valid-type]  # untyped
+        default_steps = [
+            "offload.worker:HeartStep" if step == "celery.worker.consumer.heart:Heart" else step
+            for step in CeleryConsumer.Blueprint.default_steps
+        ]
 
     def ensure_connected(self, conn: Any) -> Any:
         conn.ensure_connection = partial(

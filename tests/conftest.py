@@ -20,7 +20,7 @@ from django.conf import settings as django_settings
 from django.db import connection
 
 from devtools.localredis import free_port
-from devtools.processes import Service, start_worker
+from devtools.processes import ROOT, Service, start_worker
 from tests.client import ApiClient
 
 
@@ -62,6 +62,22 @@ def no_process_left_behind():
     for service in leaked:
         service.kill()
     assert not leaked, f"processes left running: {[s.argv[2:5] for s in leaked]}"
+
+
+@pytest.fixture
+def figures(request, capsys):
+    """Print a test's figures in the run's output and keep them in var/reports/faults.json."""
+
+    def report(**values):
+        with capsys.disabled():
+            print(f"\n  {request.node.name}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
+        path = ROOT / "var" / "reports" / "faults.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        known = json.loads(path.read_text()) if path.exists() else {}
+        known[request.node.name] = values
+        path.write_text(json.dumps(known, indent=2))
+
+    return report
 
 
 @pytest.fixture(scope="session")

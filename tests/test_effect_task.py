@@ -244,7 +244,7 @@ def test_an_attempt_that_lost_its_lease_stops_before_sending_its_email():
 def test_a_lease_that_could_not_be_renewed_in_time_is_not_trusted():
     make_user()
     [effect] = Effect.objects.filter(task="send_welcome_email")
-    with heartbeat.hold(ledger.claim(effect.pk, "send_welcome_email")) as lease:
+    with heartbeat.hold(ledger.claim(effect.pk, "send_welcome_email"), 60) as lease:
         lease.check()  # fresh: held
         lease.holds_until = time.monotonic()  # the database did not answer the renewals
         with pytest.raises(LeaseLost):

@@ -12,7 +12,6 @@ same message (reported as a redelivery, and folded by mail clients).
 """
 
 import contextlib
-import json
 import os
 import signal
 import socket
@@ -31,7 +30,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from devtools.localredis import LocalRedis, free_port
-from devtools.processes import ROOT, Service, start_web, start_worker, wait_for
+from devtools.processes import Service, start_web, start_worker, wait_for
 from notifications import services, tasks
 from notifications.models import FailedLogin
 from offload.models import Effect
@@ -40,22 +39,6 @@ from tests.client import ApiClient
 from tests.factories import PASSWORD, make_document, make_user
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def figures(request, capsys):
-    """Print a test's figures in the run's output and keep them in var/reports/faults.json."""
-
-    def report(**values):
-        with capsys.disabled():
-            print(f"\n  {request.node.name}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
-        path = ROOT / "var" / "reports" / "faults.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        known = json.loads(path.read_text()) if path.exists() else {}
-        known[request.node.name] = values
-        path.write_text(json.dumps(known, indent=2))
-
-    return report
 
 
 def emails_by_recipient(sink, prefix: str) -> dict[str, Counter]:
