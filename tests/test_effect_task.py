@@ -249,3 +249,64 @@ def test_a_lease_that_could_not_be_renewed_in_time_is_not_trusted():
         lease.holds_until = time.monotonic()  # the database did not answer the renewals
         with pytest.raises(LeaseLost):
             lease.check()
+
+
+@pytest.mark.django_db(transaction=True)  # the failed claim closes the connection
+def test_a_claim_the_database_cannot_answer_sends_the_message_back_after_a_growing_pause(
+    monkeypatch,
+):
+    """Not acknowledged and stranded: Reject(requeue) hands the message to the broker again.
+    A process whose claims keep failing waits longer each time (1, 2, 4, 5, 5 s), so it stops
+    taking messages that workers reaching the database would run; a success resets it."""
+    from celery.exceptions import Reject
+    from django.db import OperationalError
+
+    from offload import base
+
+    make_user()
+    [effect] = Effect.objects.filter(task="send_welcome_email")
+    pauses: list[float] = []
+    monkeypatch.setattr(base.time, "sleep", pauses.append)
+    real_claim = ledger.claim
+
+    def unreachable(*args):
+        raise OperationalError("connection timeout expired")
+
+    monkeypatch.setattr(ledger, "claim", unreachable)
+    for _ in range(5):
+        with pytest.raises(Reject) as rejected:
+            tasks.send_welcome_email(effect.pk)
+        assert rejected.value.requeue is True
+    assert pauses == [1, 2, 4, 5, 5]
+
+    monkeypatch.setattr(ledger, "claim", real_claim)
+    assert tasks.send_welcome_email(effect.pk) == "done"
+    monkeypatch.setattr(ledger, "claim", unreachable)
+    with pytest.raises(Reject):
+        tasks.send_welcome_email(effect.pk)
+    assert pauses[-1] == 1, "the pause starts over after a claim succeeded"
+    assert Effect.objects.get(pk=effect.pk).attempts == 1, "no attempt counted for a requeue"
+
+
+@shared_task(base=EffectTask, name="tests.interrupted_query")
+def interrupted_query(user_id: int) -> None:
+    """The soft time limit arrives while a query waits on the server (Celery raises it from a
+    signal handler, wherever the process is)."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    Profile.objects.filter(user_id=user_id).count()
+    raise SoftTimeLimitExceeded()
+
+
+@pytest.mark.django_db(transaction=True)  # the attempt closes the connection
+def test_an_attempt_interrupted_mid_query_leaves_no_connection_behind_and_is_retried():
+    """A connection a query was interrupted on would answer the next effect of this process
+    with "another command is already in progress": it is closed, and the retry is recorded on
+    a new one."""
+    from django.db import connection
+
+    effect = interrupted_query.offload(user_id=make_user().pk)
+    used = connection.connection
+    assert interrupted_query(effect.pk) == "retry"
+    assert connection.connection is not used, "the interrupted connection was not reused"
+    assert Effect.objects.get(pk=effect.pk).status == "pending"

@@ -205,6 +205,94 @@ def test_a_long_effect_keeps_its_lease_and_a_killed_pool_child_loses_nothing(
     assert recovery <= 30 + 16, "taken over within 30 s, then 16 s at the SMTP server"
 
 
+# --- a worker frozen or outrun: the partition test's faults on one host ------------------------
+
+
+def _alive(pid: int) -> bool:
+    """Running or stopped, not gone nor a zombie waiting for its stopped parent."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_worker_whose_event_loop_stands_still_still_enforces_the_hard_time_limit(
+    worker_env, tmp_path, smtp_sink, figures
+):
+    """The pool enforces time limits from the worker's event loop, which stands still while the
+    worker reconnects to a broker it cannot reach (a host cut off). Stopping the main process
+    (SIGSTOP) stands it still just so: the attempt must die at its limit all the same."""
+    # The property is that the limit holds while the loop stands still, not the limit's value:
+    # 4 s instead of 60 keeps the test short. The email hangs at RCPT for 30 s.
+    env = {**worker_env, "EFFECT_TIME_LIMIT": "4"}
+    smtp_sink.delays["f7-hung@example.com"] = 30.0
+    worker = start_worker(env, tmp_path / "worker.log", concurrency=1)
+    try:
+        effect = Effect.objects.get(user=make_user("f7-hung"), task="send_welcome_email")
+        wait_for(lambda: Effect.objects.get(pk=effect.pk).status == "running", what="running")
+        started = time.monotonic()
+        [child] = _children(worker)
+        os.kill(worker.process.pid, signal.SIGSTOP)
+        try:
+            wait_for(lambda: not _alive(child), timeout=15, what="the attempt to be killed")
+            killed_after = time.monotonic() - started
+        finally:
+            os.kill(worker.process.pid, signal.SIGCONT)
+        smtp_sink.delays.clear()
+        wait_for(lambda: Effect.objects.get(pk=effect.pk).status == "done", timeout=30,
+                 what="the effect done by its next attempt")  # fmt: skip
+    finally:
+        worker.stop()
+
+    deliveries = delivery_figures(smtp_sink, "f7-", 1)
+    figures(seconds_to_kill=round(killed_after, 1), **deliveries)
+    assert "past its hard time limit" in worker.log()
+    assert killed_after <= 4 + 2 + 1 + 1, "killed within its limit, the grace and a tick"
+    assert Effect.objects.get(pk=effect.pk).attempts == 2
+    assert deliveries["emails_lost"] == 0 and deliveries["emails_duplicated"] == 0
+
+
+def test_a_stale_attempt_back_after_a_takeover_settles_nothing(
+    worker_env, tmp_path, smtp_sink, figures
+):
+    """Worker A's pool processes freeze mid-attempt (SIGSTOP: its lease renewals stop too, as on
+    a host cut off), worker B takes the effect over when the lease runs out and finishes it;
+    then A's attempt wakes up and runs to its end. Every ledger write of A's attempt is fenced
+    by its attempt number: the effect stays done by B's."""
+    smtp_sink.delays["f8-stale@example.com"] = 2.0  # A is inside the SMTP conversation
+    worker_a = start_worker(worker_env, tmp_path / "a.log", "a", 2)
+    worker_b = None
+    try:
+        effect = Effect.objects.get(user=make_user("f8-stale"), task="send_welcome_email")
+        wait_for(lambda: Effect.objects.get(pk=effect.pk).status == "running", what="running")
+        frozen = _children(worker_a)
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)
+        frozen_at = time.monotonic()
+        smtp_sink.delays.clear()
+        worker_b = start_worker(worker_env, tmp_path / "b.log", "b", 2)
+        wait_for(lambda: Effect.objects.get(pk=effect.pk).status == "done", timeout=45,
+                 what="B to take the effect over and finish it")  # fmt: skip
+        taken_over_after = time.monotonic() - frozen_at
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+        wait_for(lambda: "step=lost" in worker_a.log(), what="A's attempt to find it lost")
+        final = Effect.objects.get(pk=effect.pk)
+    finally:
+        worker_a.stop()
+        if worker_b:
+            worker_b.stop()
+
+    deliveries = delivery_figures(smtp_sink, "f8-", 1)
+    figures(seconds_to_takeover_and_done=round(taken_over_after, 1), **deliveries)
+    assert (final.status, final.attempts, final.last_error) == ("done", 2, "")
+    assert "step=retry" not in worker_a.log() and "step=dead" not in worker_a.log()
+    # A was past its lease check and inside the SMTP conversation when it froze: it finishes
+    # sending, the same message (the at-least-once window, bounded by what was in flight).
+    assert deliveries["emails_lost"] == 0 and deliveries["emails_duplicated"] == 0
+    assert deliveries["redeliveries_same_message_id"] <= 1
+
+
 def _children(service: Service) -> list[int]:
     """The worker's pool children (Linux: /proc/PID/task/PID/children)."""
     path = Path(f"/proc/{service.process.pid}/task/{service.process.pid}/children")

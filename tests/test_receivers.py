@@ -187,3 +187,34 @@ def test_sharing_a_document_emails_the_recipient():
         "shared_by_id": owner.pk,
     }
     assert effect.user_id == owner.pk
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("fault", ["database-locked", "publish-crashed"])
+def test_nothing_after_the_commit_fails_the_request(fault, api, broker, monkeypatch, caplog):
+    """The sign-up is committed: whatever goes wrong in the publish step after it (the
+    bookkeeping UPDATE meets a locked database; the publish itself raises something no one
+    foresaw) is logged and left to the relay, and the client gets its 201."""
+    from django.db import OperationalError
+    from django.db.models import QuerySet
+
+    from offload import outbox
+
+    if fault == "database-locked":
+        real_update = QuerySet.update
+
+        def update(self, **kwargs):
+            if self.model is Effect and "published_at" in kwargs:
+                raise OperationalError("database is locked")
+            return real_update(self, **kwargs)
+
+        monkeypatch.setattr(QuerySet, "update", update)
+    else:
+        monkeypatch.setattr(outbox, "publish", lambda *args: 1 / 0)
+
+    response = api.sign_up("after-commit")
+
+    assert response.status_code == 201, response.content
+    [effect] = effects("send_welcome_email")
+    assert (effect.status, effect.published_at) == ("pending", None), "the relay's to publish"
+    assert "database is locked" in caplog.text or "ZeroDivisionError" in caplog.text
