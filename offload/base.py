@@ -10,7 +10,7 @@ from celery import Task
 from celery.exceptions import Reject, SoftTimeLimitExceeded
 from celery.utils.time import get_exponential_backoff_interval
 from django.core.exceptions import ObjectDoesNotExist, SuspiciousOperation, ValidationError
-from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from . import ledger
@@ -33,11 +33,11 @@ PERMANENT_ERRORS = (
     SuspiciousOperation,
     ValidationError,
 )
-# Errors that can stop a query halfway: its connection is closed before anything else uses it.
-INTERRUPTIONS = (DatabaseError, InterfaceError, SoftTimeLimitExceeded)
 # The database could not answer (down, unreachable, a connection that broke): not the
 # message's fault.
 UNAVAILABLE = (OperationalError, InterfaceError)
+# Errors that can stop a query halfway: its connection is closed before anything else uses it.
+INTERRUPTIONS = (*UNAVAILABLE, SoftTimeLimitExceeded)
 # Claims that failed in a row in this process, for its pause before handing a message back.
 _failed_claims = 0
 
@@ -87,20 +87,24 @@ class EffectTask(Task[..., Any]):
         return offload(self, **kwargs)
 
     def __call__(self, effect_id: Any) -> str:
+        # The hard time limit counts from here, as the pool's does: the message's own limit,
+        # else the task's.
+        hard_limit = (self.request.timelimit or (None, None))[0] or self.time_limit
+        deadline = time.monotonic() + hard_limit if hard_limit else float("inf")
         try:
-            return self._attempt(effect_id)
+            return self._attempt(effect_id, deadline)
         except BaseException:
             # Whatever ended the attempt may have interrupted a query (a time limit, a lost
             # connection): that connection would fail the next effect of this process with
             # "another command is already in progress". Celery's Django fixup closes
             # connections only every CELERY_DB_REUSE_MAX tasks, and checks none of them.
-            connection.close()
+            _discard_connection()
             raise
         finally:
             if connection.errors_occurred:
                 connection.close_if_unusable_or_obsolete()
 
-    def _attempt(self, effect_id: Any) -> str:
+    def _attempt(self, effect_id: Any, deadline: float) -> str:
         if type(effect_id) is not int:
             # Anyone who can write to the broker can send us a message: trust nothing in it.
             logger.warning("task=%s rejected a message with a non-integer effect id", self.name)
@@ -123,9 +127,8 @@ class EffectTask(Task[..., Any]):
         self._log(claim, "started", started)
         token = current_claim.set(claim)
         try:
-            time_limit = self.time_limit or float("inf")
             with (
-                heartbeat.hold(claim, time_limit),
+                heartbeat.hold(claim, deadline),
                 transaction.atomic() if self.atomic else nullcontext(),
             ):
                 self.run(**claim.args)
@@ -139,7 +142,7 @@ class EffectTask(Task[..., Any]):
             return self._dead(claim, exc, started)
         except Exception as exc:  # noqa: BLE001 - any other error is worth another attempt
             if isinstance(exc, INTERRUPTIONS):
-                connection.close()  # it may be mid-query: settle on a new one
+                _discard_connection()  # it may be mid-query: settle on a new one
             if claim.attempt >= conf.EFFECT_MAX_ATTEMPTS:
                 return self._dead(claim, exc, started)
             delay = get_exponential_backoff_interval(
@@ -159,11 +162,11 @@ class EffectTask(Task[..., Any]):
     def _claim_failed(self, effect_id: int, exc: Exception) -> Reject:
         """The ledger cannot be reached: hand the message back rather than acknowledge it.
 
-        This process waits before it does (1, 2, 4, then 5 s while the failures go on), so a
-        worker that cannot reach the database stops taking messages from those that can,
-        instead of bouncing every message it is given.
+        This process waits before it does (1, 2, 4, then 5 s while the failures go on): a
+        worker that cannot reach the database holds no more than its prefetched messages, each
+        handed back after a pause, instead of bouncing every message it is given.
         """
-        connection.close()
+        _discard_connection()
         pause = min(2.0 ** (_failed_claims - 1), 5.0)
         log_step(
             logger, logging.WARNING, effect=effect_id, task=self.name, step="requeued",
@@ -199,6 +202,13 @@ class EffectTask(Task[..., Any]):
         if exc is not None:
             fields["error"] = _describe(exc)
         log_step(logger, logging.WARNING if exc else logging.INFO, **fields)
+
+
+def _discard_connection() -> None:
+    """Close this thread's database connection (the next query opens a new one), unless a
+    caller's transaction is still open on it (an effect called directly, in a test)."""
+    if not connection.in_atomic_block:
+        connection.close()
 
 
 def _describe(exc: BaseException) -> str:

@@ -7,10 +7,11 @@ another worker can take the effect over when the lease runs out. Every renewal i
 attempt number, like every other write of an attempt: one that finds the row taken over marks
 the attempt lost.
 
-The same thread is the pool process's own guard of the hard time limit. Celery's pool enforces
+A second thread in a prefork pool process guards the hard time limit. Celery's pool enforces
 it from the worker's event loop, which stands still while the worker reconnects to a broker it
 lost (a host cut off from Redis, for as long as the cut lasts); an attempt still running 2 s
-past its limit kills its own process then, as the pool would have.
+past its limit kills its own process then, as the pool would have. That thread makes no
+database call, so a renewal blocked on a dead link cannot delay it.
 """
 
 import logging
@@ -23,7 +24,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
-from django.db import DatabaseError, connection
+from django.db import Error as DatabaseFailure
+from django.db import connection
 
 from . import ledger
 from .conf import conf
@@ -42,9 +44,8 @@ class Lease:
     # time.monotonic() until which the claim surely holds: the last confirmed renewal plus the
     # lease, less a second for the clock and the round trip.
     holds_until: float
-    # time.monotonic() past which the attempt has outlived its hard time limit.
+    # time.monotonic() past which the attempt has outlived its hard time limit (and the grace).
     deadline: float
-    renewed_at: float = field(default_factory=time.monotonic)
     lost: bool = field(default=False)
 
     def check(self) -> None:
@@ -76,12 +77,13 @@ class Heartbeat:
         self.enforces_time_limit = False
 
     @contextmanager
-    def hold(self, claim: Claim, time_limit: float) -> Iterator[Lease]:
-        now = time.monotonic()
+    def hold(self, claim: Claim, deadline: float = float("inf")) -> Iterator[Lease]:
+        """Renew ``claim`` while the block runs; ``deadline`` (time.monotonic()) is when the
+        attempt reaches its hard time limit."""
         lease = Lease(
             claim,
-            holds_until=now + conf.EFFECT_LEASE_SECONDS - 1,
-            deadline=now + time_limit + self.GRACE,
+            holds_until=time.monotonic() + conf.EFFECT_LEASE_SECONDS - 1,
+            deadline=deadline + self.GRACE,
         )
         with self._lock:
             self._ensure_running()
@@ -98,37 +100,41 @@ class Heartbeat:
         """Under self._lock: a thread pool's attempts may start together."""
         if self._pid != os.getpid():  # none yet in this process (a forked child starts fresh)
             self._pid = os.getpid()
-            threading.Thread(target=self._run, name="offload-heartbeat", daemon=True).start()
+            threading.Thread(target=self._renew, name="offload-heartbeat", daemon=True).start()
+            if self.enforces_time_limit:
+                threading.Thread(target=self._guard, name="offload-time-limit", daemon=True).start()
 
-    def _run(self) -> None:
+    def _leases_now(self) -> list[Lease]:
+        with self._lock:
+            return list(self._leases)
+
+    def _renew(self) -> None:
         while True:
-            time.sleep(1)
-            with self._lock:
-                leases = list(self._leases)
-            for lease in leases:
-                if self.enforces_time_limit and time.monotonic() > lease.deadline:
-                    self._kill(lease)
-                if time.monotonic() - lease.renewed_at < conf.EFFECT_LEASE_SECONDS / 3:
-                    continue
+            time.sleep(conf.EFFECT_LEASE_SECONDS / 3)
+            for lease in self._leases_now():
                 try:
                     self.renew(lease)
                 except Exception:
                     logger.exception("effect=%s lease renewal failed", lease.claim.id)
 
-    @staticmethod
-    def _kill(lease: Lease) -> None:
-        logger.error(
-            "effect=%s attempt=%s ran past its hard time limit and the worker did not stop it"
-            " (cut off from the broker?): killing pool process %s, as the pool would have",
-            lease.claim.id, lease.claim.attempt, os.getpid(),
-        )  # fmt: skip
-        os.kill(os.getpid(), signal.SIGKILL)
+    def _guard(self) -> None:
+        while True:
+            time.sleep(0.5)
+            for lease in self._leases_now():
+                if time.monotonic() > lease.deadline:
+                    logger.error(
+                        "effect=%s attempt=%s ran past its hard time limit and the worker did"
+                        " not stop it (cut off from the broker?): killing pool process %s, as"
+                        " the pool would have",
+                        lease.claim.id, lease.claim.attempt, os.getpid(),
+                    )  # fmt: skip
+                    os.kill(os.getpid(), signal.SIGKILL)
 
     def renew(self, lease: Lease) -> None:
-        started = lease.renewed_at = time.monotonic()
+        started = time.monotonic()
         try:
             held = ledger.renew(lease.claim)
-        except DatabaseError as exc:
+        except DatabaseFailure as exc:
             # The lease still runs out on its own; a later tick tries again on a new connection.
             logger.warning("effect=%s lease renewal failed: %s", lease.claim.id, exc)
             connection.close()

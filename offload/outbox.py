@@ -110,9 +110,12 @@ def publish(task: Task[..., Any], effect_id: int) -> bool:
         # Only the id travels: the worker reads the arguments from the ledger, so no email
         # address or other personal data sits in the broker, Flower or a result store.
         # argsrepr given: Celery would otherwise saferepr() the arguments on every publish.
+        # No time limits in the message: Celery would copy the publisher's (EFFECT_TIME_LIMIT
+        # as the web process read it) and the worker would obey them over its own.
         task.apply_async(  # type: ignore[call-arg]  # celery-types lacks argsrepr, kwargsrepr
-            (effect_id,), retry=False, argsrepr=f"({effect_id},)", kwargsrepr="{}"
-        )
+            (effect_id,), retry=False, argsrepr=f"({effect_id},)", kwargsrepr="{}",
+            time_limit=None, soft_time_limit=None,  # type: ignore[arg-type]  # None: unset
+        )  # fmt: skip
     except Exception as exc:  # noqa: BLE001 - any broker error leaves the effect to the relay
         log_step(
             logger, logging.WARNING, effect=effect_id, task=task.name, step="publish_failed",

@@ -1,4 +1,5 @@
-"""What offload changes in a Celery worker, so that a lost broker never freezes it.
+"""What offload changes in a Celery worker: no publish that waits for the broker forever, and a
+prompt reconnection when it is back.
 
 Set ``CELERY_WORKER_CONSUMER = "offload.worker:Consumer"``.
 """
@@ -17,8 +18,8 @@ class Heart(heartbeat.Heart):
     Celery sends it with ``retry=True`` and no retry policy, which is kombu's "retry forever":
     on a host cut off from Redis, the event loop then waits inside that publish until the link
     comes back, minutes later, and with it everything the loop drives (reading the queue, the
-    pool's time limits). A heartbeat that cannot be sent is worth nothing later: Celery keeps
-    it in its buffer and the loop goes on.
+    pool's time limits). Sent without retries, a heartbeat that fails waits in Celery's
+    buffer of events for the connection to come back, and the loop goes on.
     """
 
     def _send(self, event: str, retry: bool = False) -> Any:

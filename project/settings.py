@@ -246,9 +246,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "socket_timeout": 3,
     "retry_on_timeout": False,
     # A worker host cut off from Redis (packets vanish, no reset) notices within seconds, not
-    # minutes: kombu drops a BRPOP whose reply is 5 s overdue, and the kernel gives up on a
-    # silent connection after 5 s idle + 3 unanswered probes 2 s apart, or 10 s of unanswered
-    # sends. (Linux names; elsewhere only the keepalive itself.)
+    # minutes: kombu checks every 5 s for a BRPOP whose reply is more than 1 + 5 s late, and
+    # the kernel gives up on a silent connection after 5 s idle + 3 unanswered probes 2 s
+    # apart, or 10 s of unanswered sends. (Linux names; elsewhere only the keepalive itself.)
     "health_check_interval": 5,
     "socket_keepalive": True,
     "socket_keepalive_options": TCP_KEEPALIVE_OPTIONS,

@@ -58,6 +58,8 @@ def test_it_publishes_only_the_effect_id_and_only_after_commit(
     body = json.loads(base64.b64decode(message["body"]))
     assert body[0] == [effect.pk]  # positional args: the id, nothing else
     assert user.email not in json.dumps(message)
+    # The worker's own time limits apply (EFFECT_TIME_LIMIT as the worker reads it).
+    assert message["headers"]["timelimit"] == [None, None]
 
 
 @pytest.mark.django_db(transaction=True)
