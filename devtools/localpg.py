@@ -59,13 +59,21 @@ class LocalPostgres:
         self._as_owner("initdb", "-D", str(self.data), "--auth=trust", "-U", "postgres")
         with open(self.data / "pg_hba.conf", "a") as hba:
             hba.write("host all all 0.0.0.0/0 trust\n")
+        self.resume()
+        return self
+
+    def resume(self) -> None:
+        """Start the server (again, after ``pause``, with its data)."""
         options = (
             f"-p {self.port} -k {self.directory} -c listen_addresses='{','.join(self.addresses)}'"
             " -c fsync=off -c max_connections=200"  # a throwaway cluster: no durability needed
         )
         self._as_owner("pg_ctl", "-D", str(self.data), "-o", options, "-l",
                        str(self.directory / "server.log"), "-w", "start")  # fmt: skip
-        return self
+
+    def pause(self) -> None:
+        """Stop the server, keeping its data: clients are disconnected, new ones refused."""
+        self._as_owner("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
 
     @property
     def pid(self) -> int | None:

@@ -14,6 +14,7 @@ class OffloadConfig(AppConfig):
 
         from . import (
             checks,  # noqa: F401 - registers the system checks
+            gate,
             lease,
             relay,
         )
@@ -21,6 +22,8 @@ class OffloadConfig(AppConfig):
         # Every worker runs the relay (one at a time relays): recovery needs no other process.
         worker_ready.connect(relay.start_in_worker, weak=False, dispatch_uid="offload.relay")
         worker_shutting_down.connect(relay.stop_in_worker, weak=False, dispatch_uid="offload.relay")
+        worker_ready.connect(gate.start_in_worker, weak=False, dispatch_uid="offload.gate")
+        worker_shutting_down.connect(gate.stop_in_worker, weak=False, dispatch_uid="offload.gate")
         worker_process_init.connect(
             lease.enforce_time_limits, weak=False, dispatch_uid="offload.lease"
         )

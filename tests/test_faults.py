@@ -16,6 +16,8 @@ import os
 import signal
 import socket
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -29,8 +31,10 @@ from django.core.management import call_command
 from django.db import transaction
 from django.utils import timezone
 
+from devtools import localpg
+from devtools.localpg import LocalPostgres
 from devtools.localredis import LocalRedis, free_port
-from devtools.processes import Service, start_web, start_worker, wait_for
+from devtools.processes import ROOT, Service, start_web, start_worker, wait_for
 from notifications import services, tasks
 from notifications.models import FailedLogin
 from offload.models import Effect
@@ -293,6 +297,60 @@ def test_a_stale_attempt_back_after_a_takeover_settles_nothing(
     # sending, the same message (the at-least-once window, bounded by what was in flight).
     assert deliveries["emails_lost"] == 0 and deliveries["emails_duplicated"] == 0
     assert deliveries["redeliveries_same_message_id"] <= 1
+
+
+def test_a_worker_that_cannot_reach_the_database_stops_taking_messages_until_it_can(
+    worker_env, tmp_path, smtp_sink, figures
+):
+    """Its PostgreSQL stops (a private cluster), Redis stays: the worker hands back what it took
+    and takes nothing more, so the queue keeps every message for workers that reach the
+    database; when it answers again, the worker runs them all."""
+    if reason := localpg.unavailable_reason():
+        pytest.skip(reason)
+    with contextlib.ExitStack() as cleanup:
+        postgres = LocalPostgres()
+        cleanup.callback(postgres.stop)
+        postgres.start()
+        server = cleanup.enter_context(LocalRedis())  # its queues are this test's alone
+        broker = cleanup.enter_context(redis.Redis.from_url(server.url))
+        broker.set(marker_key(), "1")  # a broker that kept its data: no republish of it all
+        env = {**worker_env, "DATABASE_URL": postgres.url(), "REDIS_URL": server.url}
+        subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"],
+                       cwd=ROOT, env=env, check=True, capture_output=True)  # fmt: skip
+        web = start_web(env, tmp_path / "web.log")
+        cleanup.callback(web.stop)
+        client = ApiClient(web.url)
+        statuses = Counter(client.sign_up(f"f9-{i}").status_code for i in range(5))
+        wait_for(lambda: broker.llen("emails") == 5, what="five messages queued")
+
+        postgres.pause()
+        worker = start_worker(env, tmp_path / "worker.log")
+        cleanup.callback(worker.stop)
+        paused = time.monotonic()
+        wait_for(lambda: "stops taking messages" in worker.log(), timeout=30,
+                 what="the worker to stop taking messages")  # fmt: skip
+        stopped_after = time.monotonic() - paused
+        wait_for(lambda: broker.llen("emails") == 5 and broker.hlen("unacked") == 0, timeout=30,
+                 what="every message it took back in the queue")  # fmt: skip
+        all_back_after = time.monotonic() - paused
+
+        postgres.resume()
+        resumed = time.monotonic()
+        wait_for(lambda: len(emails_by_recipient(smtp_sink, "f9-")) == 5, timeout=30,
+                 what="the five emails")  # fmt: skip
+        done_after = time.monotonic() - resumed
+
+    deliveries = delivery_figures(smtp_sink, "f9-", 5)
+    figures(
+        seconds_to_stop_taking_messages=round(stopped_after, 1),
+        seconds_to_all_messages_back=round(all_back_after, 1),
+        seconds_to_done_after_the_database_answered=round(done_after, 1), **deliveries,
+    )  # fmt: skip
+    assert statuses == {201: 5}
+    assert "requeued" in worker.log(), "claims that failed sent their message back"
+    assert "taking messages from" in worker.log()
+    assert deliveries["emails_lost"] == 0 and deliveries["emails_duplicated"] == 0
+    assert done_after <= 15, "back at work within seconds of the database"
 
 
 def _children(service: Service) -> list[int]:
