@@ -13,6 +13,7 @@ import jsonschema
 import pytest
 import yaml
 
+from devtools.localredis import free_port
 from devtools.processes import ROOT
 
 SCHEMA = ROOT.parent / "shared" / "schemas" / "compose-spec.json"
@@ -141,3 +142,39 @@ def test_production_refuses_to_start_without_a_secret_key():
     )
     assert result.returncode != 0
     assert "SECRET_KEY" in result.stderr
+
+
+def test_a_production_web_process_refuses_to_start_until_static_files_are_collected(tmp_path):
+    """gunicorn with DEBUG=false and an empty STATIC_ROOT stops at once, saying what to run
+    (instead of answering 500 on every page); after collectstatic it serves the pages."""
+    import requests
+
+    from devtools.processes import start_web
+
+    env = {
+        **os.environ,
+        "DEBUG": "false",
+        "HTTPS": "false",  # plain HTTP on loopback, as behind a TLS-terminating proxy
+        "SECRET_KEY": secrets.token_urlsafe(48),
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "STATIC_ROOT": str(tmp_path / "static"),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+    }
+    port = str(free_port())
+    refused = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "project.wsgi", "--bind", f"127.0.0.1:{port}"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert refused.returncode != 0
+    assert "static files are not collected: run `python manage.py collectstatic" in refused.stderr
+
+    for command in (["collectstatic", "--noinput"], ["migrate", "--noinput"]):
+        subprocess.run([sys.executable, "manage.py", *command], cwd=ROOT, env=env, check=True,
+                       capture_output=True)  # fmt: skip
+    web = start_web(env, tmp_path / "web.log")
+    try:
+        page = requests.get(web.url + "/", timeout=10)
+    finally:
+        web.stop()
+    assert page.status_code == 200, page.text[:500]
+    assert "/static/" in page.text
