@@ -10,7 +10,7 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3; do \
 	v=$$(pyenv versions --bare 2>/dev/null | grep -E '^3\.(1[2-9])(\.[0-9]+)?$$' | sort -V | tail -n 1); \
 	[ -n "$$v" ] && PYENV_VERSION=$$v pyenv which python 2>/dev/null)
 
-.PHONY: run test bench screenshots lint format migrate env clean
+.PHONY: run test compose-test bench screenshots lint format migrate env clean
 
 $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "No Python >= 3.12 found: install one or pass PYTHON=/path/to/python3.12"; exit 1; }
@@ -32,6 +32,12 @@ run: migrate
 # Every test, with a private Redis unless REDIS_URL is given. Extra pytest flags: make test ARGS="-k x".
 test: $(VENV)/.installed
 	$(BIN)/python -m devtools.localredis -- $(BIN)/python -m pytest $(ARGS)
+
+# docker compose up on a real Docker engine, and the user's journey against it (tests/test_compose.py).
+# Without DOCKER_HOST it starts a private dockerd (root, Debian's docker.io) with stand-in base
+# images built from Debian packages where no registry is reachable (devtools/dockerd.py).
+compose-test: $(VENV)/.installed
+	COMPOSE_TEST=1 $(BIN)/python -m devtools.dockerd -- $(BIN)/python -m pytest tests/test_compose.py $(ARGS)
 
 # Side-by-side measurements with their own Redis and workers: writes docs/BENCHMARKS.md (~3 min).
 bench: $(VENV)/.installed

@@ -1,6 +1,6 @@
-"""The production stack, checked statically (no Docker engine here): the compose file against the
-Compose Specification schema and our own rules, the Dockerfile with hadolint, and Django's
-deployment checks with production settings from the environment."""
+"""The production stack, checked statically (tests/test_compose.py runs it): the compose file
+against the Compose Specification schema and our own rules, the Dockerfile with hadolint, and
+Django's deployment checks with production settings from the environment."""
 
 import json
 import os
