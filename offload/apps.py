@@ -11,13 +11,19 @@ class OffloadConfig(AppConfig):
 
     def ready(self) -> None:
         from celery.signals import worker_process_init, worker_ready, worker_shutting_down
+        from django.core.signals import request_finished, request_started
 
         from . import (
             checks,  # noqa: F401 - registers the system checks
             gate,
             lease,
+            outbox,
             relay,
         )
+
+        # Effects committed in a web request are published once its response is sent.
+        request_started.connect(outbox.hold_until_response, dispatch_uid="offload.outbox")
+        request_finished.connect(outbox.publish_after_response, dispatch_uid="offload.outbox")
 
         # Every worker runs the relay (one at a time relays): recovery needs no other process.
         worker_ready.connect(relay.start_in_worker, weak=False, dispatch_uid="offload.relay")

@@ -27,13 +27,14 @@ DEFAULTS: dict[str, Any] = {
     # most this long after its last renewal.
     "EFFECT_LEASE_SECONDS": 15,
     # The relay (relay.py) runs every EFFECT_RELAY_INTERVAL seconds in the workers and
-    # publishes again: effects never published EFFECT_RELAY_GRACE seconds after they were
-    # recorded; effects published more than EFFECT_REPUBLISH_AFTER seconds ago that are
-    # neither in their queue nor held by a worker (the broker lost the message); every pending
-    # effect when the broker lost its data; attempts whose lease ran out.
+    # publishes again: effects whose publish failed, EFFECT_RELAY_GRACE seconds after they were
+    # recorded; effects recorded or published more than EFFECT_REPUBLISH_AFTER seconds ago that
+    # are neither in their queue nor held by a worker (the broker lost the message, or the
+    # process died between its commit and its publish); every pending effect when the broker
+    # lost its data; attempts whose lease ran out.
     "EFFECT_RELAY_INTERVAL": 1.0,
     "EFFECT_RELAY_GRACE": 5.0,
-    "EFFECT_REPUBLISH_AFTER": 10.0,
+    "EFFECT_REPUBLISH_AFTER": 5.0,
     # Done effects are deleted after this many days (`manage.py effects prune`, or daily by beat).
     "EFFECT_RETENTION_DAYS": 7,
     # GET /metrics answers only with "Authorization: Bearer <METRICS_TOKEN>"; empty: closed.

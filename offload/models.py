@@ -36,8 +36,9 @@ class Effect(models.Model):
     attempts = models.PositiveSmallIntegerField(default=0)
     last_error = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
-    # When its id last reached the broker; NULL means never (Redis was down, or the process
-    # died between commit and publish): the relay publishes it.
+    # When its id was last sent to the broker. Set with the row, for the publish that follows
+    # the commit; NULL when that publish failed (Redis down) or after a failed attempt: the
+    # relay publishes it. A publish that never happened (the process died) is found as lost.
     published_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)  # claimed by the latest attempt
     # While running: until when the attempt's claim holds (renewed every third of the lease);

@@ -3,8 +3,13 @@
 A receiver calls ``offload(task, **kwargs)`` (or ``task.offload(**kwargs)``). The effect is
 written to the ledger in the caller's transaction and its id is published to the broker only
 once that transaction commits, so a rolled-back change triggers nothing and a worker never sees
-a row that does not exist yet. If the publish fails, or the process dies before it, the effect
-is still in the ledger and the relay (relay.py) publishes it.
+a row that does not exist yet. In a web request the publish waits until the response has gone
+to the client (Django's request_finished), so the client never waits on the broker, and all
+the effects of one request go in one round trip. If the publish fails, or the process dies
+before it, the effect is still in the ledger and the relay (relay.py) publishes it.
+
+Nothing is written back after a publish: a row is recorded with ``published_at`` set, the
+promise of the publish that follows its commit, and only a failed publish clears it.
 """
 
 from __future__ import annotations
@@ -12,14 +17,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from contextvars import ContextVar
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from celery import Task, current_app
+from celery import Task
 from django.db import DatabaseError, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from . import messages
 from .ledger import current_claim
 from .log import log_step
 from .models import Effect
@@ -41,11 +48,13 @@ def offload(task: EffectTask, /, **kwargs: Any) -> Effect:
     key = coalescing_key(task, kwargs) if task.coalesce else ""
     if key and (twin := pending_twin(key)):
         return twin
+    now = timezone.now()
     effect = Effect.objects.create(
-        task=task.name, args=kwargs, user_id=_user_of(task, kwargs), key=key
-    )
+        task=task.name, args=kwargs, user_id=_user_of(task, kwargs), key=key,
+        created_at=now, published_at=now,
+    )  # fmt: skip
     # robust: should anything in it raise all the same, Django logs it and the request goes on.
-    transaction.on_commit(partial(publish_new, task, effect.pk), robust=True)
+    transaction.on_commit(partial(publish_new, task.name, effect.pk), robust=True)
     return effect
 
 
@@ -79,59 +88,91 @@ def pending_twin(key: str) -> Effect | None:
         )
 
 
-def publish_new(task: Task[..., Any], effect_id: int) -> None:
-    """Publish an effect whose transaction committed. Nothing here may fail the request that
-    committed it (the change is made; a client that retried would be told it exists): an
-    error is logged and the relay finishes the job."""
-    if not publish(task, effect_id):
-        return
-    try:
-        # Unless a worker was quicker, failed, and sent it back to wait for a retry.
-        Effect.objects.filter(pk=effect_id, retry_at__isnull=True).update(
-            published_at=timezone.now()
-        )
-    except DatabaseError as exc:  # "database is locked", a connection lost since the commit
-        log_step(
-            logger, logging.WARNING, effect=effect_id, task=task.name, step="published",
-            error=f"{type(exc).__name__}: {exc} (not recorded: the relay may publish it again,"
-            " which the claim makes harmless)",
-        )  # fmt: skip
-        return
-    log_step(logger, logging.INFO, effect=effect_id, task=task.name, step="published")
+# The effects committed during the current web request, published once its response is sent;
+# None outside a request (a worker, a command, a shell), where they are published at commit.
+_after_response: ContextVar[list[tuple[str, int]] | None] = ContextVar(
+    "offload_after_response", default=None
+)
+
+
+def hold_until_response(**kwargs: Any) -> None:
+    """Connected to Django's request_started signal (apps.py)."""
+    _after_response.set([])
+
+
+def publish_after_response(**kwargs: Any) -> None:
+    """Connected to request_finished, which Django sends once the server has written the
+    response (on WSGI, when it closes it; on ASGI, after the last body message)."""
+    held = _after_response.get()
+    _after_response.set(None)
+    if held:
+        try:
+            publish_all(held)
+        except Exception:  # the response is sent; the relay publishes what this left
+            logger.exception("effects %s: publish after the response failed", held)
+
+
+def publish_new(task_name: str, effect_id: int) -> None:
+    """Publish an effect whose transaction committed: after the response in a web request,
+    else now."""
+    held = _after_response.get()
+    if held is not None:
+        held.append((task_name, effect_id))
+    else:
+        publish_all([(task_name, effect_id)])
 
 
 def publish(task: Task[..., Any], effect_id: int) -> bool:
-    """Send the effect id to the broker; a broker failure never reaches the caller.
+    """Publish one recorded effect now (see publish_all)."""
+    return publish_all([(task.name, effect_id)])
 
-    No retry here: the request must stay fast while the broker is down, and the effect is safe
-    in the ledger until the relay publishes it.
+
+def publish_all(effects: list[tuple[str, int]]) -> bool:
+    """Send ``(task name, effect id)`` pairs to the broker in one round trip. Nothing here may
+    fail the caller (the change is committed; a client that retried would be told it exists),
+    so a failure is logged and the effects are left to the relay.
+
+    No retry here: the request must stay fast while the broker is down, and the effects are
+    safe in the ledger until the relay publishes them. Only the id travels: the worker reads
+    the arguments from the ledger, so no email address or other personal data sits in the
+    broker, Flower or a result store.
     """
     try:
-        # Only the id travels: the worker reads the arguments from the ledger, so no email
-        # address or other personal data sits in the broker, Flower or a result store.
-        # argsrepr given: Celery would otherwise saferepr() the arguments on every publish.
-        # No time limits in the message: Celery would copy the publisher's (EFFECT_TIME_LIMIT
-        # as the web process read it) and the worker would obey them over its own.
-        task.apply_async(  # type: ignore[call-arg]  # celery-types lacks argsrepr, kwargsrepr
-            (effect_id,), retry=False, argsrepr=f"({effect_id},)", kwargsrepr="{}",
-            time_limit=None, soft_time_limit=None,  # type: ignore[arg-type]  # None: unset
-        )  # fmt: skip
-    except Exception as exc:  # noqa: BLE001 - any broker error leaves the effect to the relay
-        log_step(
-            logger, logging.WARNING, effect=effect_id, task=task.name, step="publish_failed",
-            error=f"{type(exc).__name__}: {exc} (the relay will publish it)",
-        )  # fmt: skip
+        messages.push(effects)
+    except Exception as exc:  # noqa: BLE001 - any broker error leaves the effects to the relay
+        for name, effect_id in effects:
+            log_step(
+                logger, logging.WARNING, effect=effect_id, task=name, step="publish_failed",
+                error=f"{type(exc).__name__}: {exc} (the relay will publish it)",
+            )  # fmt: skip
+        _unpublished([effect_id for _, effect_id in effects])
         return False
+    for name, effect_id in effects:
+        log_step(logger, logging.INFO, effect=effect_id, task=name, step="published")
     return True
+
+
+def _unpublished(ids: list[int]) -> None:
+    """Clear the promise of a publish that failed, so the relay publishes the effects once
+    EFFECT_RELAY_GRACE has passed since they were recorded."""
+    try:
+        Effect.objects.filter(
+            pk__in=ids, status=Effect.Status.PENDING, attempts=0, retry_at__isnull=True
+        ).update(published_at=None)
+    except DatabaseError as exc:  # "database is locked", a connection lost since the commit
+        # Left as published: the relay takes them for lost messages once their queue is
+        # empty, EFFECT_REPUBLISH_AFTER after they were recorded.
+        logger.warning(
+            "effects %s: publish failure not recorded: %s: %s", ids, type(exc).__name__, exc
+        )
 
 
 @transaction.atomic
 def replay(effects: QuerySet[Effect]) -> int:
     """Give dead letters a fresh set of attempts and publish them once this commits."""
-    ids = list(effects.filter(status=Effect.Status.DEAD).values_list("pk", "task"))
-    Effect.objects.filter(pk__in=[pk for pk, _ in ids]).update(
-        status=Effect.Status.PENDING, attempts=0, finished_at=None, published_at=None
+    ids = list(effects.filter(status=Effect.Status.DEAD).values_list("task", "pk"))
+    Effect.objects.filter(pk__in=[pk for _, pk in ids]).update(
+        status=Effect.Status.PENDING, attempts=0, finished_at=None, published_at=timezone.now()
     )
-    for pk, name in ids:
-        transaction.on_commit(partial(publish_new, current_app.tasks[name], pk), robust=True)
+    transaction.on_commit(partial(publish_all, ids), robust=True)
     return len(ids)

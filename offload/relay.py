@@ -8,14 +8,16 @@ runs it once by hand. Each run:
    (restarted empty, flushed, or failed over to an empty replica): every pending effect is
    published again at once, and then the marker is set again.
 2. Publishes what is due:
-   - pending and never published, EFFECT_RELAY_GRACE after it was recorded: the process died
-     between its commit and its publish, or the broker was down then;
+   - pending and unpublished (its publish failed: the broker was down or refused it),
+     EFFECT_RELAY_GRACE after it was recorded;
    - pending and waiting for a retry whose time has come;
    - running past its lease: the attempt's worker died or was cut off (once per lost lease);
-   - pending and due, published more than EFFECT_REPUBLISH_AFTER ago, while its queue is empty
-     and no worker holds its message unacknowledged: the broker lost the message (a worker killed
-     between taking it from the queue and recording it as unacknowledged, or a Redis that lost
-     its last second). A backlog never looks lost, since its queue is not empty.
+   - pending and due, published (or recorded, with its publish to follow the commit) more than
+     EFFECT_REPUBLISH_AFTER ago, while its queue is empty and no worker holds its message
+     unacknowledged: the message never arrived or was lost (the process died between its
+     commit and its publish; a worker killed between taking it from the queue and recording it
+     as unacknowledged; a Redis that lost its last second). A backlog never looks lost, since
+     its queue is not empty.
 
 A run that finds nothing to do logs nothing.
 """
@@ -36,10 +38,10 @@ from django.db import close_old_connections, connection
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
+from . import messages
 from .base import EffectTask
 from .conf import conf
 from .models import Effect
-from .outbox import publish
 
 logger = logging.getLogger(__name__)
 
@@ -74,13 +76,15 @@ def relay(channel: Any = None) -> int:
     due = due.filter(task__in=sorted(tasks))
     published, complete = 0, True
     # Each batch is a fresh query: what was published is no longer due.
-    while batch := list(due.values_list("pk", "task")[:BATCH]):
-        sent = [pk for pk, name in batch if publish(current_app.tasks[name], pk)]
-        mark_published(sent, now)
-        published += len(sent)
-        if len(sent) < len(batch):
+    while batch := list(due.values_list("task", "pk")[:BATCH]):
+        try:
+            messages.push(batch)
+        except Exception as exc:  # noqa: BLE001 - the broker failed: the next run goes on
+            logger.warning("relay could not publish: %s: %s", type(exc).__name__, exc)
             complete = False
-            break  # the broker failed a publish: the next run goes on
+            break
+        mark_published([pk for _, pk in batch], now)
+        published += len(batch)
     if everything and complete:
         channel.client.set(marker_key(), "1")
     if published and everything:
