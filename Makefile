@@ -39,7 +39,8 @@ test: $(VENV)/.installed
 compose-test: $(VENV)/.installed
 	COMPOSE_TEST=1 $(BIN)/python -m devtools.dockerd -- $(BIN)/python -m pytest tests/test_compose.py $(ARGS)
 
-# Side-by-side measurements with their own Redis and workers: writes docs/BENCHMARKS.md (~3 min).
+# Side-by-side measurements with their own Redis and workers: writes docs/BENCHMARKS.md (~5 min
+# on SQLite; as long again on PostgreSQL when DATABASE_URL names one, in a database of its own).
 bench: $(VENV)/.installed
 	$(BIN)/python -m bench
 

@@ -3,13 +3,13 @@
 An effect's message is always the same but for two things: the effect id (its only argument)
 and the message's own ids. So the message of each task is built once, by Celery
 (``app.amqp.as_task_v2``, task protocol 2) and shaped as kombu's Redis transport stores it;
-a publish copies it, fills in the ids and LPUSHes it onto the task's queue, which is what
-kombu does after ~0.3 ms of routing, option merging and config lookups per message (measured
-in docs/BENCHMARKS.md). Several messages go in one pipeline. The worker and Flower read these
-messages as Celery's own (tests/test_messages.py proves it against the pinned versions).
+a publish fills in the ids and LPUSHes it onto the task's queue. That LPUSH is what kombu
+ends with too, after ~0.6 ms of routing, option merging and config lookups per message
+(docs/BENCHMARKS.md). Several messages go in one pipeline. The worker and Flower read these
+messages as Celery's own (tests/test_messages.py checks it against the pinned versions).
 
-Messages go through the broker connection kombu configured (its socket timeouts, keepalives,
-TLS), taken from Celery's producer pool.
+Messages go through a redis-py client that kombu's transport made (the broker URL, its socket
+timeouts and keepalives, TLS or Sentinel), kept for the life of the process.
 """
 
 from __future__ import annotations

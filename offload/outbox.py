@@ -122,11 +122,6 @@ def publish_new(task_name: str, effect_id: int) -> None:
         publish_all([(task_name, effect_id)])
 
 
-def publish(task: Task[..., Any], effect_id: int) -> bool:
-    """Publish one recorded effect now (see publish_all)."""
-    return publish_all([(task.name, effect_id)])
-
-
 def publish_all(effects: list[tuple[str, int]]) -> bool:
     """Send ``(task name, effect id)`` pairs to the broker in one round trip. Nothing here may
     fail the caller (the change is committed; a client that retried would be told it exists),

@@ -76,6 +76,20 @@ def test_it_publishes_again_what_the_broker_lost_when_its_queue_is_empty(broker,
     assert broker.effect_ids("emails") == [welcome.pk]
 
 
+def test_it_publishes_an_effect_whose_process_died_before_its_publish(broker):
+    """offload() records the row with published_at set, for the publish that follows the
+    commit; a process killed in between never sends it, and the relay finds it as lost."""
+    make_user()
+    effect = Effect.objects.get(task="send_welcome_email")
+    assert effect.published_at == effect.created_at
+    assert relay.relay() == 0, "not before EFFECT_REPUBLISH_AFTER"
+
+    long_ago = timezone.now() - conf.republish_after - timedelta(seconds=1)
+    age(effect, created_at=long_ago, published_at=long_ago)
+    assert relay.relay() == 1
+    assert broker.effect_ids("emails") == [effect.pk]
+
+
 def test_a_backlog_is_never_published_again(broker, welcome):
     """An effect waiting behind others in its queue looks old, but its message is there."""
     long_ago = timezone.now() - conf.republish_after - timedelta(seconds=1)
