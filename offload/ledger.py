@@ -40,12 +40,23 @@ CLAIM_SQL = """
     UPDATE {table}
     SET status = %(running)s, attempts = attempts + 1, started_at = %(now)s,
         leased_until = %(lease_end)s, retry_at = NULL
+    {asynchronous_commit}
     WHERE id = %(id)s AND task = %(task)s AND (
         (status = %(pending)s AND (retry_at IS NULL OR retry_at <= %(now)s))
         OR (status = %(running)s AND (leased_until IS NULL OR leased_until < %(now)s))
     )
     RETURNING args, attempts, user_id, created_at
 """
+
+# On PostgreSQL a claim commits without waiting for its WAL record to reach the disk
+# (synchronous_commit off for the claim's own transaction: an fsync less per effect, 0.42 ->
+# 0.20 ms a claim here). Other sessions see it as soon as it commits, as before; only a crash
+# of the database server can undo it, and then only the last fraction of a second's claims:
+# effects in flight at the crash, which may run again (as the guarantees allow). Settles stay
+# synchronous: "done" is durable. Not inside a caller's transaction, whose commit it would be.
+ASYNCHRONOUS_COMMIT = {
+    "postgresql": "FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit",
+}
 
 
 def claim(effect_id: int, task: str) -> Claim | None:
@@ -63,7 +74,10 @@ def claim(effect_id: int, task: str) -> Claim | None:
         "id": effect_id, "task": task,
     }  # fmt: skip
     with connection.cursor() as cursor:
-        cursor.execute(CLAIM_SQL.format(table=_table()), params)
+        asynchronous = (
+            "" if connection.in_atomic_block else ASYNCHRONOUS_COMMIT.get(connection.vendor, "")
+        )
+        cursor.execute(CLAIM_SQL.format(table=_table(), asynchronous_commit=asynchronous), params)
         row = cursor.fetchone()
     if row is None:
         return None

@@ -7,6 +7,7 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from devtools.processes import wait_for
@@ -142,3 +143,33 @@ def test_a_coalesced_effect_cannot_be_claimed_before_the_change_commits():
         assert claims == [], "the effect was claimed while the change was uncommitted"
     worker.join(timeout=20)
     assert claims[0] is not None and claims[0].attempt == 1
+
+
+@pytest.mark.postgresql
+@pytest.mark.django_db(transaction=True)
+def test_on_postgresql_only_the_claims_own_commit_skips_the_wal_flush():
+    """A claim's transaction commits with synchronous_commit off (ledger.ASYNCHRONOUS_COMMIT);
+    the connection's later commits, and a caller's transaction around a claim, keep waiting
+    for the disk."""
+    if connection.vendor != "postgresql":
+        pytest.skip("synchronous_commit: PostgreSQL only (run with DATABASE_URL=postgres://...)")
+    make_user()
+    make_user()
+    first, second = Effect.objects.filter(task="send_welcome_email").order_by("pk")
+
+    def synchronous_commit() -> str:
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            return cursor.fetchone()[0]
+
+    def claim_sql(effect) -> str:
+        with CaptureQueriesContext(connection) as queries:
+            assert ledger.claim(effect.pk, "send_welcome_email").attempt == 1
+        [sql] = [q["sql"] for q in queries if q["sql"].lstrip().startswith("UPDATE")]
+        return sql
+
+    assert "set_config('synchronous_commit', 'off', true)" in claim_sql(first)
+    assert synchronous_commit() == "on", "for the claim's own transaction only"
+    with transaction.atomic():
+        assert "synchronous_commit" not in claim_sql(second), "not the caller's commit"
+        assert synchronous_commit() == "on"
