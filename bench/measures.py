@@ -15,17 +15,17 @@ from pathlib import Path
 import redis
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.handlers.wsgi import WSGIHandler
 from django.core.management import call_command
 from django.db import transaction
 from django.db.models import Max, Min
 from django.db.models.signals import post_save
-from django.test import RequestFactory, override_settings
+from django.test import override_settings
 from django.utils import timezone
 
 from bench.tasks import bench_bare, bench_effect
 from devtools.localredis import free_port
 from devtools.processes import start_worker, wait_for
+from devtools.wsgi import InProcessServer
 from notifications import effects, receivers
 from offload import messages
 from offload.models import Effect
@@ -90,37 +90,6 @@ def interleaved(variants: dict, rounds: int, warmup: int = 5) -> dict:
 # --- 1. request overhead -----------------------------------------------------------------------
 
 
-class Server:
-    """Django's WSGI handler driven in-process the way a WSGI server drives it: a response is
-    sent once its body is written; closing it afterwards sends request_finished, where the
-    work after the response runs (offload's publish). Both moments are timed."""
-
-    def __init__(self) -> None:
-        self.handler = WSGIHandler()
-        self.factory = RequestFactory()
-        response = self.handler(self.factory.get("/api/csrf").environ, lambda *args: None)
-        response.close()
-        self.csrf = response.cookies["csrftoken"].value
-
-    def post(self, path: str, body: str) -> tuple[int, float, float]:
-        """(status, seconds until the response was sent, seconds until it was closed)."""
-        environ = self.factory.post(
-            path, body, content_type="application/json",
-            HTTP_X_CSRFTOKEN=self.csrf, HTTP_COOKIE=f"csrftoken={self.csrf}",
-        ).environ  # fmt: skip
-        statuses = []
-        started = time.perf_counter()
-        response = self.handler(
-            environ, lambda status, headers, exc_info=None: statuses.append(status)
-        )
-        for _ in response:  # written to the client
-            pass
-        sent = time.perf_counter()
-        response.close()
-        closed = time.perf_counter()
-        return int(statuses[0][:3]), sent - started, closed - started
-
-
 def request_overhead(rounds: int) -> dict:
     """POST /api/users with four ways of handling the new user's welcome email."""
     from aiosmtpd.controller import Controller
@@ -153,7 +122,7 @@ def request_overhead(rounds: int) -> dict:
         "offload() (ledger + publish)": receivers.welcome_new_user,
     }
     variants = list(receivers_by_variant)
-    server = Server()
+    server = InProcessServer()
     closed: dict[str, list[float]] = {name: [] for name in receivers_by_variant}
 
     def sign_up(name: str, index: int) -> float:
@@ -166,7 +135,11 @@ def request_overhead(rounds: int) -> dict:
                 "password": "pw-bench-1234",
             }
         )
-        status, sent, done = server.post("/api/users", body)
+        started = time.perf_counter()
+        status, response = server.post("/api/users", body)
+        sent = time.perf_counter() - started
+        response.close()  # request_finished: the work after the response
+        done = time.perf_counter() - started
         post_save.disconnect(sender=User, dispatch_uid="bench")
         assert status == 201, status
         closed[name].append(done)

@@ -129,12 +129,13 @@ def start_web(env: dict, log_path: Path) -> Service:
         sys.executable, "-m", "gunicorn", "project.wsgi", "--bind", f"127.0.0.1:{port}",
         "--workers", "2", "--access-logfile", "-",
     ]  # fmt: skip
-    service = Service(argv, env, log_path, lambda s: _answers(f"http://127.0.0.1:{port}/healthz"))
+    service = Service(argv, env, log_path, lambda s: answers(f"http://127.0.0.1:{port}/healthz"))
     service.url = f"http://127.0.0.1:{port}"
     return service.start()
 
 
-def _answers(url: str) -> bool:
+def answers(url: str) -> bool:
+    """True when ``url`` answers 200."""
     try:
         return requests.get(url, timeout=1).status_code == 200
     except requests.RequestException:

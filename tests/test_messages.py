@@ -1,4 +1,4 @@
-"""offload builds its messages itself (offload/messages.py): they must be Celery's own, byte for
+"""offload builds its messages itself (offload/messages.py): they must be Celery's own, field for
 field, for the pinned Celery, kombu and Flower."""
 
 import base64
@@ -9,7 +9,7 @@ import requests
 from django.db import transaction
 
 from devtools.localredis import free_port
-from devtools.processes import Service, celery, start_worker, wait_for
+from devtools.processes import Service, answers, celery, start_worker, wait_for
 from notifications import tasks
 from offload import messages
 from offload.models import Effect
@@ -42,9 +42,8 @@ def test_an_effect_message_is_the_message_celery_sends(broker):
             else:
                 assert ours[part][name] == theirs[part][name], (part, name)
     assert ours["properties"]["delivery_tag"] == ours["headers"]["id"]
-    assert {ours[key] for key in ("content-type", "content-encoding")} == {
-        theirs[key] for key in ("content-type", "content-encoding")
-    }
+    for key in ("content-type", "content-encoding"):
+        assert ours[key] == theirs[key], key
 
 
 @pytest.mark.integration
@@ -54,25 +53,27 @@ def test_a_worker_runs_it_and_flower_shows_it_as_one_of_its_own(
     port = free_port()
     flower = Service(
         celery("flower", f"--port={port}", "--address=127.0.0.1"),
-        {**worker_env, "FLOWER_BASIC_AUTH": "bench:secret"},
+        {**worker_env, "FLOWER_BASIC_AUTH": "flower:secret"},
         tmp_path / "flower.log",
-        lambda s: _answers(f"http://127.0.0.1:{port}/healthcheck"),
+        lambda s: answers(f"http://127.0.0.1:{port}/healthcheck"),
     ).start()
-    # -E: task events, which Flower turns on by itself only for workers it sees start.
-    worker = start_worker(worker_env, tmp_path / "worker.log", "w1", 1, "-E")
+    worker = None
     try:
+        # -E: task events, which Flower turns on by itself only for workers it sees start.
+        worker = start_worker(worker_env, tmp_path / "worker.log", "w1", 1, "-E")
         with transaction.atomic():  # its welcome email, published after the commit
             user = make_user()
         effect = Effect.objects.get(user=user, task="send_welcome_email")
         api = f"http://127.0.0.1:{port}/api/tasks"
 
         def shown() -> list[dict]:
-            found = requests.get(api, auth=("bench", "secret"), timeout=5).json()
+            found = requests.get(api, auth=("flower", "secret"), timeout=5).json()
             return [t for t in found.values() if t.get("args") == f"({effect.pk},)" and t["result"]]
 
         [task] = wait_for(shown, timeout=30, what="Flower to show the task's result")
     finally:
-        worker.stop()
+        if worker:
+            worker.stop()
         flower.stop()
     assert task["name"] == "send_welcome_email"
     assert task["state"] == "SUCCESS"
@@ -80,10 +81,3 @@ def test_a_worker_runs_it_and_flower_shows_it_as_one_of_its_own(
     effect.refresh_from_db()
     assert (effect.status, effect.attempts) == ("done", 1)
     assert smtp_sink.to(user.email)
-
-
-def _answers(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=1).ok
-    except requests.RequestException:
-        return False

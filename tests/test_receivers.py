@@ -12,6 +12,7 @@ from django.core.management import call_command
 from django.db import transaction
 from django.test import RequestFactory
 
+from devtools.wsgi import InProcessServer
 from notifications.models import Document
 from notifications.signals import document_shared
 from offload.models import Effect
@@ -67,23 +68,10 @@ def test_in_a_web_request_it_publishes_once_the_response_is_sent(broker):
     """Driven as a WSGI server drives Django: the response is written, then closed (which sends
     request_finished). The client has its 201 before anything is published; all the request's
     effects go at the close."""
-    from django.core.handlers.wsgi import WSGIHandler
-    from django.test import RequestFactory
-
-    handler, factory = WSGIHandler(), RequestFactory()
-    response = handler(factory.get("/api/csrf").environ, lambda *args: None)
-    response.close()
-    csrf = response.cookies["csrftoken"].value
     body = json.dumps({"username": "late", "email": "late@example.com", "password": "pw-9-late-x"})
-    environ = factory.post(
-        "/api/users", body, content_type="application/json",
-        HTTP_X_CSRFTOKEN=csrf, HTTP_COOKIE=f"csrftoken={csrf}",
-    ).environ  # fmt: skip
-    statuses = []
-    response = handler(environ, lambda status, headers, exc_info=None: statuses.append(status))
-    written = b"".join(response)  # what the server sends the client
+    status, response = InProcessServer().post("/api/users", body)  # the client has it
 
-    assert statuses == ["201 Created"], written
+    assert status == 201, response.content
     [effect] = effects("send_welcome_email")
     assert broker.llen("emails") == 0, "published before the response was sent"
     response.close()
