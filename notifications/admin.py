@@ -17,7 +17,7 @@ class DocumentAdmin(admin.ModelAdmin):
 
 @admin.register(LoginActivity)
 class LoginActivityAdmin(admin.ModelAdmin):
-    list_display = ("user", "at", "ip", "new_device")
+    list_display = ("user", "at", "ip", "new_device", "ended_at", "duration")
     list_filter = ("new_device",)
 
 

@@ -25,7 +25,7 @@ from pydantic import Field
 from offload.models import Effect
 
 from . import forms, services
-from .models import Document
+from .models import Document, LoginActivity
 from .security import lockout_response
 from .selectors import profile_of
 
@@ -90,6 +90,22 @@ class DocumentOut(Schema):
     @staticmethod
     def resolve_url(document: Document) -> str:
         return document.file.url
+
+
+class EmailIn(Schema):
+    email: str = Field(max_length=254)
+
+
+class PasswordIn(Schema):
+    password: str = Field(max_length=4096)
+
+
+class LoginOut(Schema):
+    at: datetime
+    ip: str | None
+    user_agent: str
+    new_device: bool
+    ended_at: datetime | None
 
 
 class ShareIn(Schema):
@@ -202,6 +218,36 @@ def me(request):
         "email": user.email,
         "profile": profile_of(user),
     }
+
+
+@api.patch("/me", response={200: UserOut, 400: Error, 409: Error}, auth=django_auth)
+def change_email(request, payload: EmailIn):
+    form = forms.EmailForm(payload.dict())
+    if not form.is_valid():
+        return invalid(form)
+    try:
+        return Status(200, services.change_email(request.auth, form.cleaned_data["email"]))
+    except services.EmailTaken:
+        taken = "Another account has that address."
+        return Status(409, {"detail": taken, "errors": {"email": [taken]}})
+
+
+@api.delete("/me", response={204: None, 400: Error, 403: Error}, auth=django_auth)
+def close_account(request, payload: PasswordIn):
+    try:
+        services.close_account(request.auth, payload.password)
+    except services.WrongPassword:
+        wrong = "Wrong password: the account was not closed."
+        return Status(403, {"detail": wrong, "errors": {"password": [wrong]}})
+    # The account is gone and so is its session. Not logout(): its user_logged_out would record
+    # a sign-out for a sign-in record that the deletion has just removed.
+    request.session.flush()
+    return Status(204, None)
+
+
+@api.get("/me/logins", response=list[LoginOut], auth=django_auth)
+def my_logins(request, limit: Annotated[int, Field(ge=1, le=500)] = 100):
+    return LoginActivity.objects.filter(user=request.auth).order_by("-at", "-pk")[:limit]
 
 
 @api.get("/me/effects", response=list[EffectOut], auth=django_auth)

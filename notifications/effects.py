@@ -54,7 +54,9 @@ def welcome_email(user_id: int) -> EmailMultiAlternatives | None:
     return email("welcome", "Welcome aboard", user.email, {"user": user})
 
 
-def record_login(user_id: int, ip: str | None, user_agent: str, at: str) -> LoginActivity | None:
+def record_login(
+    user_id: int, ip: str | None, user_agent: str, at: str, sign_in: str = ""
+) -> LoginActivity | None:
     """Store the sign-in and refresh the login counters. The record says ``new_device`` when the
     IP address or the browser was never seen for this user before (not for a first sign-in):
     then the user gets a "new sign-in" email."""
@@ -68,7 +70,12 @@ def record_login(user_id: int, ip: str | None, user_agent: str, at: str) -> Logi
         not earlier.filter(ip=ip).exists() or not earlier.filter(user_agent=user_agent).exists()
     )
     login = LoginActivity.objects.create(
-        user_id=user_id, at=timestamp(at), ip=ip, user_agent=user_agent, new_device=new_device
+        user_id=user_id,
+        at=timestamp(at),
+        ip=ip,
+        user_agent=user_agent,
+        new_device=new_device,
+        sign_in=sign_in,
     )
     latest = LoginActivity.objects.filter(user_id=user_id).order_by("-at", "-pk").first()
     Profile.objects.filter(user_id=user_id).update(
@@ -79,11 +86,55 @@ def record_login(user_id: int, ip: str | None, user_agent: str, at: str) -> Logi
     return login
 
 
+class SignInNotRecordedYet(Exception):
+    """A sign-out came before the worker recorded its sign-in: another attempt will find it."""
+
+
+def record_logout(user_id: int, sign_in: str, at: str) -> LoginActivity | None:
+    """Give the session's sign-in record its end time. Nothing to do when the account has
+    gone with its records, or when the session was signed out of already."""
+    if not User.objects.filter(pk=user_id).exists():
+        return None
+    login = LoginActivity.objects.filter(user_id=user_id, sign_in=sign_in).first()
+    if login is None:
+        # Both effects were recorded in order, but two workers may run them in either order.
+        raise SignInNotRecordedYet(f"no sign-in record {sign_in:.8}... yet")
+    if login.ended_at is None:
+        login.ended_at = timestamp(at)
+        login.save(update_fields=["ended_at"])
+    return login
+
+
 def new_sign_in_email(login_id: int) -> EmailMultiAlternatives | None:
     login = LoginActivity.objects.select_related("user").filter(pk=login_id).first()
     if login is None or not login.user.email:
         return None
     return email("new_sign_in", "New sign-in to your account", login.user.email, {"login": login})
+
+
+def email_change_notice(
+    user_id: int, old_email: str, new_email: str
+) -> EmailMultiAlternatives | None:
+    """To the address the account had: the only place an owner whose account was taken over
+    would hear of it. Sent even when the address has changed again since."""
+    user = User.objects.filter(pk=user_id).first()
+    if user is None or not old_email:
+        return None
+    context = {"user": user, "new_email": new_email}
+    return email("email_changed", "Your email address was changed", old_email, context)
+
+
+def email_change_confirmation(user_id: int, address: str) -> EmailMultiAlternatives | None:
+    """To the new address, while it is still the account's (a later change supersedes it)."""
+    user = User.objects.filter(pk=user_id, email=address).first()
+    if user is None:
+        return None
+    return email("email_confirmed", "This is now your address", address, {"user": user})
+
+
+def account_closed_email(address: str, username: str) -> EmailMultiAlternatives:
+    """The account is gone: everything the email says comes from what the receiver captured."""
+    return email("account_closed", "Your account was closed", address, {"username": username})
 
 
 def record_failed_login(

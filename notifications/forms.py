@@ -57,3 +57,11 @@ class ReplaceFileForm(forms.Form):
 
 class ShareForm(forms.Form):
     email = forms.EmailField(max_length=254)
+
+
+class EmailForm(forms.Form):
+    email = forms.EmailField(max_length=254)
+
+
+class CloseAccountForm(forms.Form):
+    password = forms.CharField(strip=False, widget=forms.PasswordInput, max_length=4096)

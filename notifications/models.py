@@ -1,3 +1,5 @@
+from datetime import timedelta
+
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
@@ -61,6 +63,10 @@ class LoginActivity(models.Model):
     ip = models.GenericIPAddressField(null=True, blank=True)
     user_agent = models.CharField(max_length=300, blank=True)
     new_device = models.BooleanField(default=False)
+    # A random id the session carries from sign-in to sign-out (never the session key, which
+    # is a credential): the sign-out finds its sign-in record by it.
+    sign_in = models.CharField(max_length=32, blank=True, editable=False)
+    ended_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-at"]
@@ -69,6 +75,13 @@ class LoginActivity(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} at {self.at:%Y-%m-%d %H:%M} from {self.ip}"
+
+    @property
+    def duration(self) -> timedelta | None:
+        """How long the session lasted, to the second; None until it was signed out of."""
+        if self.ended_at is None:
+            return None
+        return timedelta(seconds=round((self.ended_at - self.at).total_seconds()))
 
 
 class FailedLogin(models.Model):

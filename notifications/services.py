@@ -15,6 +15,14 @@ class UsernameTaken(Exception):
     pass
 
 
+class EmailTaken(Exception):
+    pass
+
+
+class WrongPassword(Exception):
+    pass
+
+
 def sign_up(username: str, email: str, password: str) -> User:
     """Create the account; its post_save offloads the welcome email."""
     if User.objects.filter(username=username).exists():
@@ -24,6 +32,29 @@ def sign_up(username: str, email: str, password: str) -> User:
             return User.objects.create_user(username=username, email=email, password=password)
     except IntegrityError as exc:  # lost a race with another sign-up of the same name
         raise UsernameTaken(username) from exc
+
+
+@transaction.atomic
+def change_email(user: User, email: str) -> User:
+    """Save the new address; the pre_save receiver compares it with the stored one and offloads
+    the notice and the confirmation when it differs."""
+    email = User.objects.normalize_email(email)
+    if User.objects.filter(email__iexact=email).exclude(pk=user.pk).exists():
+        raise EmailTaken(email)
+    user.email = email
+    user.save(update_fields=["email"])
+    return user
+
+
+@transaction.atomic
+def close_account(user: User, password: str) -> None:
+    """Delete the account and, by cascade, everything it owns. Its pre_delete receiver offloads
+    the goodbye email and the removal of its files."""
+    if not user.check_password(password):
+        raise WrongPassword
+    # Lock the row first (PostgreSQL): a concurrent upload, whose insert locks its owner's row,
+    # then either commits before the receiver lists the files, or waits and finds no owner.
+    User.objects.select_for_update().get(pk=user.pk).delete()
 
 
 @transaction.atomic

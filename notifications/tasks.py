@@ -22,10 +22,15 @@ def send_welcome_email(user_id: int) -> None:
 
 
 @shared_task(base=EffectTask, name="record_login", description="Sign-in recorded", atomic=True)
-def record_login(user_id: int, ip: str | None, user_agent: str, at: str) -> None:
-    login = effects.record_login(user_id, ip, user_agent, at)
+def record_login(user_id: int, ip: str | None, user_agent: str, at: str, sign_in: str = "") -> None:
+    login = effects.record_login(user_id, ip, user_agent, at, sign_in)
     if login is not None and login.new_device:
         send_new_sign_in_email.offload(login_id=login.pk)
+
+
+@shared_task(base=EffectTask, name="record_logout", description="Sign-out recorded", atomic=True)
+def record_logout(user_id: int, sign_in: str, at: str) -> None:
+    effects.record_logout(user_id, sign_in, at)
 
 
 @shared_task(base=EffectTask, name="send_new_sign_in_email", description="New sign-in email")
@@ -72,3 +77,30 @@ def refresh_profile_counters(user_id: int) -> None:
 )
 def send_share_email(document_id: int, recipient: str, shared_by_id: int) -> None:
     send(effects.share_email(document_id, recipient, shared_by_id))
+
+
+@shared_task(
+    base=EffectTask, name="send_email_change_notice", description="Old address told of the change"
+)
+def send_email_change_notice(user_id: int, old_email: str, new_email: str) -> None:
+    send(effects.email_change_notice(user_id, old_email, new_email))
+
+
+@shared_task(
+    base=EffectTask,
+    name="send_email_change_confirmation",
+    description="New address confirmed",
+)
+def send_email_change_confirmation(user_id: int, email: str) -> None:
+    send(effects.email_change_confirmation(user_id, email))
+
+
+# user_arg=None: the account is gone by the time this runs; the effect concerns no user.
+@shared_task(
+    base=EffectTask,
+    name="send_account_closed_email",
+    description="Account closed email",
+    user_arg=None,
+)
+def send_account_closed_email(email: str, username: str) -> None:
+    send(effects.account_closed_email(email, username))

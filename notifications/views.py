@@ -1,4 +1,5 @@
-"""HTML pages: sign up, documents (upload, replace, delete, share) and activity.
+"""HTML pages: sign up, documents (upload, replace, delete, share), account (change the email
+address, close the account) and activity.
 
 Sign-in and sign-out are Django's own auth views (see project/urls.py), so the real
 user_logged_in / user_login_failed signals fire.
@@ -14,7 +15,7 @@ from django.views.decorators.http import require_POST
 from offload.models import Effect
 
 from . import forms, services
-from .models import Document
+from .models import Document, LoginActivity
 from .selectors import profile_of
 
 
@@ -98,6 +99,43 @@ def share_document(request, document_id: int):
 
 
 @login_required
+def account(request):
+    form = forms.EmailForm(request.POST or None, initial={"email": request.user.email})
+    if request.method == "POST" and form.is_valid():
+        before = request.user.email
+        try:
+            user = services.change_email(request.user, form.cleaned_data["email"])
+        except services.EmailTaken:
+            form.add_error("email", "Another account has that address.")
+        else:
+            if user.email == before:
+                messages.info(request, "That is already your address; nothing changed.")
+            else:
+                messages.success(
+                    request, f"Your address is now {user.email}; both addresses will be emailed."
+                )
+            return redirect("account")
+    status = 400 if form.errors else 200
+    return render(request, "notifications/account.html", {"form": form}, status=status)
+
+
+@login_required
+def close_account(request):
+    form = forms.CloseAccountForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.close_account(request.user, form.cleaned_data["password"])
+        except services.WrongPassword:
+            form.add_error("password", "Wrong password: the account was not closed.")
+        else:
+            request.session.flush()  # as in the API: no sign-out to record for a closed account
+            messages.success(request, "Your account was closed; a goodbye email is on its way.")
+            return redirect("home")
+    status = 400 if form.errors else 200
+    return render(request, "notifications/close_account.html", {"form": form}, status=status)
+
+
+@login_required
 def activity(request):
     return render(request, "notifications/activity.html", activity_context(request.user))
 
@@ -110,4 +148,5 @@ def activity_live(request):
 
 def activity_context(user) -> dict:
     effects = Effect.objects.filter(user=user).order_by("-created_at", "-pk")[:50]
-    return {"effects": effects, "profile": profile_of(user)}
+    logins = LoginActivity.objects.filter(user=user).order_by("-at", "-pk")[:10]
+    return {"effects": effects, "logins": logins, "profile": profile_of(user)}

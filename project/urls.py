@@ -19,6 +19,8 @@ urlpatterns = [
     path("documents/<int:document_id>/file", views.replace_file, name="replace_file"),
     path("documents/<int:document_id>/delete", views.delete_document, name="delete_document"),
     path("documents/<int:document_id>/share", views.share_document, name="share_document"),
+    path("account/", views.account, name="account"),
+    path("account/close", views.close_account, name="close_account"),
     path("activity/", views.activity, name="activity"),
     path("activity/live", views.activity_live, name="activity_live"),
     path("", include("offload.urls")),  # /healthz, /readyz, /metrics

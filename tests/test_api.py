@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from notifications import effects
 from notifications.models import Document
 from offload.models import Effect
 from tests.client import upload_file
@@ -97,6 +98,70 @@ def test_my_effects_are_listed_newest_first(api, alice):
     assert effects[0]["status"] == "pending"
 
 
+def test_changing_the_email_address(api, alice):
+    response = api.patch("/api/me", {"email": "alice@new.example"})
+    assert response.status_code == 200, response.content
+    assert response.json() == {"id": alice.pk, "username": "alice", "email": "alice@new.example"}
+    alice.refresh_from_db()
+    assert alice.email == "alice@new.example"
+    [notice] = Effect.objects.filter(task="send_email_change_notice")
+    assert notice.args["old_email"] == "alice@example.com"
+    assert Effect.objects.filter(task="send_email_change_confirmation").count() == 1
+
+
+def test_the_same_address_again_is_200_and_sends_nothing(api, alice):
+    response = api.patch("/api/me", {"email": "alice@example.com"})
+    assert response.status_code == 200
+    assert not Effect.objects.filter(task__startswith="send_email_change").exists()
+
+
+def test_an_address_another_account_has_is_409(api, alice):
+    make_user("bob", email="Bob@Example.com")
+    assert_names_field(api.patch("/api/me", {"email": "bob@example.com"}), 409, "email")
+    alice.refresh_from_db()
+    assert alice.email == "alice@example.com"
+
+
+@pytest.mark.parametrize(
+    "payload", [{}, {"email": "nope"}, {"email": "a@b.c\nBcc: x@y.z"}, {"email": 7}]
+)
+def test_a_bad_address_is_400_naming_the_email(api, alice, payload):
+    assert_names_field(api.patch("/api/me", payload), 400, "email")
+    assert not Effect.objects.filter(task__startswith="send_email_change").exists()
+
+
+def test_closing_the_account(api, alice, media_root):
+    document = make_document(alice)
+    assert api.delete("/api/me", {"password": PASSWORD}).status_code == 204
+    assert not type(alice).objects.filter(pk=alice.pk).exists()
+    assert not Document.objects.filter(pk=document.pk).exists()
+    assert Effect.objects.filter(task="send_account_closed_email").count() == 1
+    assert Effect.objects.filter(task="delete_stored_file").count() == 1
+    assert Effect.objects.filter(user_id=alice.pk).count() == 0, "the ledger kept its rows"
+    assert Effect.objects.filter(task="send_welcome_email").count() == 1
+    assert api.get("/api/me").status_code == 401, "the session went with the account"
+
+
+def test_a_wrong_password_closes_nothing(api, alice):
+    make_document(alice)
+    for payload in ({"password": "not it"}, {"password": ""}):
+        assert_names_field(api.delete("/api/me", payload), 403, "password")
+    assert_names_field(api.delete("/api/me", {}), 400, "password")
+    assert type(alice).objects.filter(pk=alice.pk).exists() and Document.objects.exists()
+    assert not Effect.objects.filter(task="send_account_closed_email").exists()
+    assert api.get("/api/me").status_code == 200
+
+
+def test_my_sign_ins_are_listed_newest_first(api, alice):
+    api.sign_in("alice")
+    for effect in Effect.objects.filter(task="record_login").order_by("pk"):
+        effects.record_login(**effect.args)  # the worker's part (see test_integration)
+    logins = api.get("/api/me/logins").json()
+    assert len(logins) == 2
+    assert set(logins[0]) == {"at", "ip", "user_agent", "new_device", "ended_at"}
+    assert logins[0]["at"] > logins[1]["at"] and logins[0]["ended_at"] is None
+
+
 def test_other_peoples_documents_are_not_found(api, alice):
     theirs = make_document(make_user())
     assert api.delete(f"/api/documents/{theirs.pk}").status_code == 404
@@ -112,7 +177,8 @@ def test_other_peoples_documents_are_not_found(api, alice):
 def test_the_openapi_document_describes_the_api(api):
     spec = api.get("/api/openapi.json").json()
     assert spec["openapi"].startswith("3.")
-    for path in ("/api/users", "/api/session", "/api/me", "/api/me/effects", "/api/documents"):
+    paths = ("/api/users", "/api/session", "/api/me", "/api/me/effects", "/api/me/logins")
+    for path in (*paths, "/api/documents"):
         assert path in spec["paths"], path
 
 
@@ -172,6 +238,9 @@ def test_protected_endpoints_are_401_when_signed_out(api):
     for response in (
         api.get("/api/me"),
         api.get("/api/me/effects"),
+        api.get("/api/me/logins"),
+        api.patch("/api/me", {"email": "x@example.com"}),
+        api.delete("/api/me", {"password": PASSWORD}),
         api.get("/api/documents"),
         api.upload("/api/documents", {"title": "t", "file": upload_file()}),
         api.delete("/api/documents/1"),

@@ -132,3 +132,27 @@ def test_a_wrong_password_shows_an_error_and_records_the_attempt(page):
     assert page.get_by_text("Please enter a correct username and password").is_visible()
     shot(page, "login-error")
     wait_for(lambda: FailedLogin.objects.filter(user=user).exists(), what="the failed attempt")
+
+
+def test_change_the_address_then_close_the_account(page, smtp_sink):
+    sign_up(page, "browser-cy")
+    page.get_by_role("link", name="Account").click()
+    page.get_by_label("Email").fill("cy@new.example")
+    page.get_by_role("button", name="Change address").click()
+    assert page.get_by_role("status").get_by_text("Your address is now cy@new.example").is_visible()
+    wait_for(lambda: smtp_sink.to("cy@new.example"), what="the confirmation to the new address")
+    wait_for(
+        lambda: [m for m in smtp_sink.to("browser-cy@example.com") if "changed" in m["Subject"]],
+        what="the notice to the old address",
+    )
+    shot(page, "account")
+
+    page.get_by_role("link", name="Close my account…").click()
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Close my account").click()
+    assert page.get_by_role("status").get_by_text("Your account was closed").is_visible()
+    assert page.get_by_role("link", name="Log in").is_visible()
+    wait_for(
+        lambda: [m for m in smtp_sink.to("cy@new.example") if "closed" in m["Subject"]],
+        what="the goodbye email, to the address the account had last",
+    )

@@ -55,6 +55,53 @@ def test_a_sign_in_is_recorded_and_counted():
     assert profile.last_login_at == login.at
 
 
+def test_a_sign_out_ends_its_own_sign_in_record_once():
+    user = make_user()
+    at = timezone.now()
+    effects.record_login(user.pk, "10.0.0.1", "Firefox", at.isoformat(), sign_in="a" * 32)
+    effects.record_login(user.pk, "10.0.0.2", "Firefox", at.isoformat(), sign_in="b" * 32)
+    effects.record_logout(user.pk, "a" * 32, (at + timedelta(minutes=3)).isoformat())
+    effects.record_logout(user.pk, "a" * 32, (at + timedelta(minutes=9)).isoformat())  # a repeat
+    ended = LoginActivity.objects.get(sign_in="a" * 32)
+    assert ended.ended_at == at + timedelta(minutes=3)
+    assert ended.duration == timedelta(minutes=3)
+    assert LoginActivity.objects.get(sign_in="b" * 32).ended_at is None
+
+
+def test_a_sign_out_that_overtook_its_sign_in_waits_for_another_attempt():
+    """Not a permanent error: the retry finds the record that the other worker has written."""
+    from offload.base import PERMANENT_ERRORS
+
+    user = make_user()
+    with pytest.raises(effects.SignInNotRecordedYet) as raised:
+        effects.record_logout(user.pk, "c" * 32, now_iso())
+    assert not isinstance(raised.value, PERMANENT_ERRORS)
+    user_id = user.pk
+    user.delete()
+    assert effects.record_logout(user_id, "c" * 32, now_iso()) is None, "nothing left to end"
+
+
+def test_an_email_change_notice_goes_to_the_old_address():
+    user = make_user("eve", email="eve@new.example")
+    message = effects.email_change_notice(user.pk, "eve@old.example", "eve@new.example")
+    assert message.to == ["eve@old.example"]
+    assert "eve@new.example" in message.body and "eve@new.example" in html_of(message)
+
+
+def test_a_confirmation_goes_only_while_the_address_is_still_the_accounts():
+    user = make_user("eve", email="eve@new.example")
+    assert effects.email_change_confirmation(user.pk, "eve@new.example").to == ["eve@new.example"]
+    user.email = "eve@newer.example"
+    user.save()
+    assert effects.email_change_confirmation(user.pk, "eve@new.example") is None
+
+
+def test_the_goodbye_email_needs_nothing_but_what_the_receiver_captured():
+    message = effects.account_closed_email("gone@example.com", "gone")
+    assert message.to == ["gone@example.com"]
+    assert "Goodbye gone" in message.body and "Goodbye gone" in html_of(message)
+
+
 def test_a_sign_in_from_a_new_address_is_a_new_device():
     user = make_user()
     first = effects.record_login(user.pk, "10.0.0.1", "Firefox", now_iso())

@@ -13,7 +13,7 @@ from notifications.api import api
 from tests.client import ApiClient
 from tests.factories import make_document, make_user
 
-EXAMPLES = 30  # per operation; 12 operations
+EXAMPLES = 30  # per operation; 15 operations
 
 
 def error_names_the_problem(ctx, response, case):

@@ -7,6 +7,7 @@ import pytest
 from devtools.processes import wait_for
 from offload.models import Effect
 from tests.client import ApiClient, upload_file
+from tests.factories import PASSWORD
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -119,3 +120,68 @@ def test_sharing_emails_the_recipient(browser, smtp_sink):
     [message] = wait_for(lambda: smtp_sink.to("friend@example.org"), what="the share email")
     assert message["Subject"] == "kim shared “Recipe” with you"
     assert document["url"] in message.get_body(("plain",)).get_content()
+
+
+def test_an_email_change_tells_the_old_address_and_confirms_the_new_one(browser, smtp_sink):
+    browser.sign_up("ed", email="ed@old.example")
+    browser.sign_in("ed")
+    response = browser.patch("/api/me", {"email": "ed@new.example"})
+    assert response.status_code == 200, response.text
+
+    [notice] = wait_for(
+        lambda: [m for m in smtp_sink.to("ed@old.example") if "changed" in m["Subject"]],
+        what="the notice to the old address",
+    )
+    assert "ed@new.example" in notice.get_body(("plain",)).get_content()
+    [confirmation] = wait_for(lambda: smtp_sink.to("ed@new.example"), what="the confirmation")
+    assert confirmation["Subject"] == "This is now your address"
+    wait_for(browser.all_done, what="every effect to finish")
+
+
+def test_closing_an_account_says_goodbye_and_removes_each_file_once(
+    browser, live_server, smtp_sink, media_root
+):
+    other = ApiClient(live_server.url)
+    other.sign_up("stays")
+    other.sign_in("stays")
+    browser.sign_up("cy")
+    browser.sign_in("cy")
+    files = [
+        browser.upload("/api/documents", {"title": t, "file": upload_file(b"x", f"{t}.txt")})
+        for t in ("a", "b")
+    ]
+    stored = [media_root / f.json()["file"] for f in files]
+    assert all(path.exists() for path in stored)
+
+    # At once: the uploads' recounts and the welcome email may still be waiting. They run to
+    # an end with the account gone.
+    assert browser.delete("/api/me", {"password": PASSWORD}).status_code == 204
+
+    [goodbye] = wait_for(
+        lambda: [m for m in smtp_sink.to("cy@example.com") if "closed" in m["Subject"]],
+        what="the goodbye email",
+    )
+    assert "Goodbye cy" in goodbye.get_body(("plain",)).get_content()
+    wait_for(lambda: not any(path.exists() for path in stored), what="the files to be deleted")
+    everything = lambda: list(Effect.objects.exclude(user__username="stays"))  # noqa: E731
+    wait_for(lambda: all(e.status == "done" for e in everything()), what="every effect to end")
+    deletions = [e for e in everything() if e.task == "delete_stored_file"]
+    assert sorted(e.args["name"] for e in deletions) == sorted(f.json()["file"] for f in files)
+    assert all(e.attempts == 1 and e.user_id is None for e in deletions)
+    assert {e["task"] for e in other.effects()} == {"send_welcome_email", "record_login"}
+
+
+def test_signing_out_records_when_the_session_ended(browser, live_server):
+    browser.sign_up("di")
+    assert browser.sign_in("di").status_code == 200
+    wait_for(lambda: browser.get("/api/me").json()["profile"]["login_count"] == 1)
+    assert browser.delete("/api/session").status_code == 204
+
+    again = ApiClient(live_server.url)
+    again.sign_in("di")
+    logins = wait_for(
+        lambda: (ls := again.get("/api/me/logins").json()) and ls[-1]["ended_at"] and ls,
+        what="the first sign-in's end to be recorded",
+    )
+    assert logins[-1]["ended_at"] >= logins[-1]["at"]
+    wait_for(again.all_done, what="every effect to finish")

@@ -23,10 +23,16 @@ def tasks_of(user) -> list[str]:
     return list(Effect.objects.filter(user=user).order_by("pk").values_list("task", flat=True))
 
 
-def test_the_landing_page_explains_each_action(client):
+GUIDE_SIGNALS = (
+    "pre_save", "post_save", "pre_delete", "post_delete",
+    "user_logged_in", "user_logged_out", "user_login_failed", "document_shared",
+)  # fmt: skip
+
+
+def test_the_landing_page_explains_each_signal_of_the_guide(client):
     html = client.get("/").content.decode()
-    for name in ("user_logged_in", "document_shared", "send_welcome_email", "delete_stored_file"):
-        assert name in html
+    for name in (*GUIDE_SIGNALS, "manage.py import_users", "record_logout", "delete_stored_file"):
+        assert f"<code>{name}" in html, name
 
 
 def test_signing_up_on_the_page_signs_in_and_queues_the_welcome_email(client):
@@ -69,7 +75,7 @@ def test_a_wrong_password_on_the_login_page_shows_an_error_and_records_the_attem
 
 
 def test_pages_need_a_signed_in_user(client):
-    for path in ("/documents/", "/activity/"):
+    for path in ("/documents/", "/activity/", "/account/", "/account/close"):
         response = client.get(path)
         assert response.status_code == 302 and response.url.startswith("/login/")
 
@@ -127,3 +133,43 @@ def test_someone_elses_document_is_404_on_the_page(client, signed_in):
     theirs = make_document(make_user())
     assert client.post(f"/documents/{theirs.pk}/delete").status_code == 404
     assert Document.objects.filter(pk=theirs.pk).exists()
+
+
+def test_changing_the_address_on_the_account_page(client, signed_in):
+    page = client.get("/account/").content.decode()
+    assert 'value="page-user@example.com"' in page
+    response = client.post("/account/", {"email": "new@example.com"}, follow=True)
+    assert "Your address is now new@example.com" in response.content.decode()
+    assert tasks_of(signed_in).count("send_email_change_notice") == 1
+
+    make_user("other", email="other@example.com")
+    response = client.post("/account/", {"email": "other@example.com"})
+    assert response.status_code == 400
+    assert 'id="id_email-error">Another account has that address.' in response.content.decode()
+    response = client.post("/account/", {"email": "new@example.com"}, follow=True)
+    assert "nothing changed" in response.content.decode()
+    assert tasks_of(signed_in).count("send_email_change_notice") == 1
+
+
+def test_closing_the_account_asks_for_the_password(client, signed_in):
+    page = client.get("/account/close").content.decode()
+    assert "cannot be undone" in page and 'type="password"' in page
+    response = client.post("/account/close", {"password": "wrong"})
+    assert response.status_code == 400
+    assert "Wrong password" in response.content.decode()
+    assert get_user_model().objects.filter(pk=signed_in.pk).exists()
+
+    response = client.post("/account/close", {"password": PASSWORD}, follow=True)
+    assert "Your account was closed" in response.content.decode()
+    assert not get_user_model().objects.filter(pk=signed_in.pk).exists()
+    assert Effect.objects.filter(task="send_account_closed_email").count() == 1
+    assert client.get("/activity/").status_code == 302, "signed out"
+
+
+def test_the_activity_page_lists_sign_ins_with_their_end(client, signed_in):
+    from notifications import effects
+
+    [login] = Effect.objects.filter(task="record_login")
+    effects.record_login(**login.args)  # the worker's part
+    html = client.get("/activity/live").content.decode()
+    assert "Your sign-ins" in html and "record_logout" in html

@@ -6,7 +6,7 @@ import json
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.contrib.auth.signals import user_logged_in, user_login_failed
+from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
 from django.core.files.base import ContentFile
 from django.core.management import call_command
 from django.db import transaction
@@ -190,6 +190,80 @@ def test_deleting_a_document_deletes_its_file_and_refreshes_counters():
     Document.objects.get(pk=document.pk).delete()
     assert [e.args for e in effects("delete_stored_file")] == [{"name": name, "owner_id": owner.pk}]
     assert [e.args for e in effects("refresh_profile_counters")] == [{"user_id": owner.pk}]
+
+
+def test_an_email_change_notifies_the_stored_address_and_confirms_the_new_one():
+    user = make_user("eve", email="eve@old.example")
+    Effect.objects.all().delete()
+    user.email = "trusted-from-request@old.example"  # what a stale instance might claim
+    type(user).objects.filter(pk=user.pk).update(email="eve@stored.example")
+    user.email = "eve@new.example"
+    user.save()
+    [notice] = effects("send_email_change_notice")
+    assert notice.args == {
+        "user_id": user.pk,
+        "old_email": "eve@stored.example",  # read from the row, not the instance
+        "new_email": "eve@new.example",
+    }
+    [confirmation] = effects("send_email_change_confirmation")
+    assert confirmation.args == {"user_id": user.pk, "email": "eve@new.example"}
+    assert notice.user_id == confirmation.user_id == user.pk
+
+
+def test_saving_the_same_address_or_other_fields_sends_no_email(django_assert_num_queries):
+    user = make_user("same", email="same@example.com")
+    Effect.objects.all().delete()
+    user.save()
+    user.first_name = "Sam"
+    user.save(update_fields=["first_name"])
+    with django_assert_num_queries(1):  # a sign-in's save of last_login reads nothing more
+        user.save(update_fields=["last_login"])
+    assert effects() == []
+
+
+def test_closing_an_account_captures_its_address_and_files_before_they_go(media_root):
+    owner = make_user("leaver", email="leaver@example.com")
+    names = sorted(make_document(owner, name=f"f{i}.txt").file.name for i in range(3))
+    other = make_document(make_user("stays"), name="kept.txt")
+    Effect.objects.all().delete()
+
+    owner.delete()
+
+    [goodbye] = effects("send_account_closed_email")
+    assert goodbye.args == {"email": "leaver@example.com", "username": "leaver"}
+    assert goodbye.user_id is None
+    deletions = effects("delete_stored_file")
+    assert sorted(e.args["name"] for e in deletions) == names, "one deletion per file, once"
+    assert all(e.user_id is None for e in deletions)
+    assert effects("refresh_profile_counters") == [], "no recount for an account that is gone"
+    assert Document.objects.get(pk=other.pk)
+
+
+def test_deleting_users_by_queryset_also_deletes_each_file_once():
+    owner = make_user()
+    name = make_document(owner).file.name
+    Effect.objects.all().delete()
+    get_user_model().objects.filter(pk=owner.pk).delete()
+    assert [e.args["name"] for e in effects("delete_stored_file")] == [name]
+
+
+def test_a_sign_in_gives_its_session_an_id_that_the_sign_out_records(client):
+    user = make_user()
+    client.force_login(user)
+    [login] = effects("record_login")
+    sign_in = client.session["sign_in"]
+    assert login.args["sign_in"] == sign_in and len(sign_in) == 32
+    assert client.session.session_key not in json.dumps(login.args)
+
+    client.post("/logout/")
+    [logout] = effects("record_logout")
+    assert logout.args == {"user_id": user.pk, "sign_in": sign_in, "at": logout.args["at"]}
+    assert logout.user_id == user.pk
+
+
+def test_signing_out_without_a_sign_in_records_nothing():
+    user_logged_out.send(sender=None, request=RequestFactory().post("/"), user=None)
+    assert effects("record_logout") == []
 
 
 def test_sharing_a_document_emails_the_recipient():
