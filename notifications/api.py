@@ -26,7 +26,7 @@ from offload.models import Effect
 
 from . import forms, services
 from .models import Document, LoginActivity
-from .security import lockout_response
+from .security import lockout_response, password_confirmed
 from .selectors import profile_of
 
 logger = logging.getLogger(__name__)
@@ -232,13 +232,14 @@ def change_email(request, payload: EmailIn):
         return Status(409, {"detail": taken, "errors": {"email": [taken]}})
 
 
-@api.delete("/me", response={204: None, 400: Error, 403: Error}, auth=django_auth)
+@api.delete("/me", response={204: None, 400: Error, 403: Error, 429: Error}, auth=django_auth)
 def close_account(request, payload: PasswordIn):
-    try:
-        services.close_account(request.auth, payload.password)
-    except services.WrongPassword:
+    if not password_confirmed(request, payload.password):
+        if getattr(request, "axes_locked_out", False):
+            return lockout_response(request)
         wrong = "Wrong password: the account was not closed."
         return Status(403, {"detail": wrong, "errors": {"password": [wrong]}})
+    services.close_account(request.auth)
     # The account is gone and so is its session. Not logout(): its user_logged_out would record
     # a sign-out for a sign-in record that the deletion has just removed.
     request.session.flush()

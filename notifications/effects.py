@@ -112,15 +112,11 @@ def new_sign_in_email(login_id: int) -> EmailMultiAlternatives | None:
     return email("new_sign_in", "New sign-in to your account", login.user.email, {"login": login})
 
 
-def email_change_notice(
-    user_id: int, old_email: str, new_email: str
-) -> EmailMultiAlternatives | None:
+def email_change_notice(username: str, old_email: str, new_email: str) -> EmailMultiAlternatives:
     """To the address the account had: the only place an owner whose account was taken over
-    would hear of it. Sent even when the address has changed again since."""
-    user = User.objects.filter(pk=user_id).first()
-    if user is None or not old_email:
-        return None
-    context = {"user": user, "new_email": new_email}
+    would hear of it. It needs no row, so it is sent even when the address has changed again
+    since, or the account was closed meanwhile."""
+    context = {"username": username, "new_email": new_email}
     return email("email_changed", "Your email address was changed", old_email, context)
 
 

@@ -41,7 +41,10 @@ def notify_email_change(sender, instance, raw=False, update_fields=None, **kwarg
         return
     if old:
         tasks.send_email_change_notice.offload(
-            user_id=instance.pk, old_email=old, new_email=instance.email
+            user_id=instance.pk,
+            username=instance.get_username(),
+            old_email=old,
+            new_email=instance.email,
         )
     if instance.email:
         tasks.send_email_change_confirmation.offload(user_id=instance.pk, email=instance.email)
@@ -54,8 +57,8 @@ def say_goodbye(sender, instance, **kwargs):
         tasks.send_account_closed_email.offload(
             email=instance.email, username=instance.get_username()
         )
-    names = Document.objects.filter(owner=instance).values_list("file", flat=True).distinct()
-    for name in names.order_by("file"):
+    files = Document.objects.filter(owner=instance).exclude(file="").order_by("file")
+    for name in files.values_list("file", flat=True).distinct():
         tasks.delete_stored_file.offload(name=name, owner_id=None)
 
 
@@ -129,6 +132,8 @@ def account_id(username: str) -> int | None:
 
 def closing_account(origin) -> bool:
     """Whether a deletion started at a user (``origin``, sent with post_delete): their documents
-    go with them, and say_goodbye has already offloaded the files' removal, once per file."""
+    go with them, and say_goodbye has already offloaded the files' removal, once per file.
+    It must: by post_delete, Django has unlinked the user's effects (SET_NULL), and an effect
+    naming the user recorded then would fail the deletion's commit on its foreign key."""
     model = origin.model if isinstance(origin, QuerySet) else type(origin)
     return issubclass(model, User)

@@ -5,6 +5,7 @@ is checked; only the record of the failure and the alert email are offloaded.
 """
 
 from django.conf import settings
+from django.contrib.auth import authenticate
 from django.http import JsonResponse
 from django.shortcuts import render
 
@@ -29,3 +30,11 @@ def lockout_response(request, original_response=None, credentials=None):
     if request.path.startswith("/api/"):
         return JsonResponse({"detail": message}, status=429)
     return render(request, "notifications/locked_out.html", {"message": message}, status=429)
+
+
+def password_confirmed(request, password: str) -> bool:
+    """Whether ``password`` is the signed-in user's, checked as a sign-in is: a wrong one is a
+    failed sign-in (recorded, and counted by django-axes), and a locked-out client is refused
+    whatever it sends (then ``request.axes_locked_out`` is true)."""
+    user = authenticate(request, username=request.user.get_username(), password=password)
+    return user is not None and user.pk == request.user.pk

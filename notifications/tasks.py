@@ -82,8 +82,8 @@ def send_share_email(document_id: int, recipient: str, shared_by_id: int) -> Non
 @shared_task(
     base=EffectTask, name="send_email_change_notice", description="Old address told of the change"
 )
-def send_email_change_notice(user_id: int, old_email: str, new_email: str) -> None:
-    send(effects.email_change_notice(user_id, old_email, new_email))
+def send_email_change_notice(user_id: int, username: str, old_email: str, new_email: str) -> None:
+    send(effects.email_change_notice(username, old_email, new_email))
 
 
 @shared_task(

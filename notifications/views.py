@@ -16,6 +16,7 @@ from offload.models import Effect
 
 from . import forms, services
 from .models import Document, LoginActivity
+from .security import lockout_response, password_confirmed
 from .selectors import profile_of
 
 
@@ -100,7 +101,8 @@ def share_document(request, document_id: int):
 
 @login_required
 def account(request):
-    form = forms.EmailForm(request.POST or None, initial={"email": request.user.email})
+    data = request.POST if request.method == "POST" else None
+    form = forms.EmailForm(data, initial={"email": request.user.email})
     if request.method == "POST" and form.is_valid():
         before = request.user.email
         try:
@@ -121,16 +123,16 @@ def account(request):
 
 @login_required
 def close_account(request):
-    form = forms.CloseAccountForm(request.POST or None)
+    form = forms.CloseAccountForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
-        try:
-            services.close_account(request.user, form.cleaned_data["password"])
-        except services.WrongPassword:
-            form.add_error("password", "Wrong password: the account was not closed.")
-        else:
+        if password_confirmed(request, form.cleaned_data["password"]):
+            services.close_account(request.user)
             request.session.flush()  # as in the API: no sign-out to record for a closed account
             messages.success(request, "Your account was closed; a goodbye email is on its way.")
             return redirect("home")
+        if getattr(request, "axes_locked_out", False):
+            return lockout_response(request)
+        form.add_error("password", "Wrong password: the account was not closed.")
     status = 400 if form.errors else 200
     return render(request, "notifications/close_account.html", {"form": form}, status=status)
 

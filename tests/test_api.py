@@ -142,7 +142,7 @@ def test_closing_the_account(api, alice, media_root):
     assert api.get("/api/me").status_code == 401, "the session went with the account"
 
 
-def test_a_wrong_password_closes_nothing(api, alice):
+def test_a_wrong_password_closes_nothing_and_counts_as_a_failed_sign_in(api, alice):
     make_document(alice)
     for payload in ({"password": "not it"}, {"password": ""}):
         assert_names_field(api.delete("/api/me", payload), 403, "password")
@@ -150,6 +150,15 @@ def test_a_wrong_password_closes_nothing(api, alice):
     assert type(alice).objects.filter(pk=alice.pk).exists() and Document.objects.exists()
     assert not Effect.objects.filter(task="send_account_closed_email").exists()
     assert api.get("/api/me").status_code == 200
+    assert Effect.objects.filter(task="record_failed_login", user=alice).count() == 2
+
+
+def test_password_guesses_through_closing_are_locked_out_like_sign_ins(api, alice, settings):
+    statuses = [api.delete("/api/me", {"password": f"guess {n}"}).status_code for n in range(6)]
+    assert statuses == [403] * 4 + [429] * 2  # django-axes: locked out at the 5th failure
+    response = api.delete("/api/me", {"password": PASSWORD})
+    assert response.status_code == 429, "the right password waits out the lockout"
+    assert type(alice).objects.filter(pk=alice.pk).exists()
 
 
 def test_my_sign_ins_are_listed_newest_first(api, alice):
@@ -232,6 +241,19 @@ def test_unsafe_requests_without_the_csrf_token_are_403(api):
     assert response.status_code == 403
     assert "CSRF" in response.json()["detail"]
     assert not Effect.objects.filter(task="record_login").exists()
+
+
+def test_changing_or_closing_the_account_needs_the_csrf_token(api, alice):
+    for method, body in (("patch", {"email": "x@example.com"}), ("delete", {"password": PASSWORD})):
+        response = getattr(api.http, method)(
+            "/api/me", json.dumps(body), content_type="application/json"
+        )
+        assert response.status_code == 403 and "CSRF" in response.json()["detail"], method
+    alice.refresh_from_db()
+    assert alice.email == "alice@example.com"
+    assert not Effect.objects.filter(
+        task__in=["send_email_change_notice", "send_account_closed_email"]
+    ).exists()
 
 
 def test_protected_endpoints_are_401_when_signed_out(api):

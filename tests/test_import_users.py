@@ -78,9 +78,10 @@ def test_bad_rows_are_reported_by_line_and_the_rest_imported(tmp_path):
 def test_an_error_mid_import_restores_the_receiver(tmp_path):
     csv = tmp_path / "users.csv"
     csv.write_bytes(b"username,email\nann,ann@example.com\n" + b"x" * 9000 + b"\xff,z\n")
-    with pytest.raises(CommandError, match="not UTF-8"):
+    with pytest.raises(CommandError, match="not UTF-8 text; stopped after importing 1 account"):
         run(csv)
     assert welcome_connected()
+    assert User.objects.get(username="ann"), "the rows before it are committed"
 
 
 @pytest.mark.parametrize(

@@ -138,6 +138,25 @@ def test_an_email_change_tells_the_old_address_and_confirms_the_new_one(browser,
     wait_for(browser.all_done, what="every effect to finish")
 
 
+def test_an_account_closed_right_after_an_address_change_still_tells_the_old_address(
+    browser, smtp_sink
+):
+    """The takeover pattern: change the address, then close the account, before any worker ran.
+    The notice needs no row of the account, so it still reaches the owner."""
+    browser.sign_up("fay", email="fay@old.example")
+    browser.sign_in("fay")
+    assert browser.patch("/api/me", {"email": "fay@new.example"}).status_code == 200
+    assert browser.delete("/api/me", {"password": PASSWORD}).status_code == 204
+    wait_for(
+        lambda: [m for m in smtp_sink.to("fay@old.example") if "changed" in m["Subject"]],
+        what="the notice to the old address",
+    )
+    wait_for(
+        lambda: [m for m in smtp_sink.to("fay@new.example") if "closed" in m["Subject"]],
+        what="the goodbye email",
+    )
+
+
 def test_closing_an_account_says_goodbye_and_removes_each_file_once(
     browser, live_server, smtp_sink, media_root
 ):

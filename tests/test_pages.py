@@ -148,6 +148,8 @@ def test_changing_the_address_on_the_account_page(client, signed_in):
     assert 'id="id_email-error">Another account has that address.' in response.content.decode()
     response = client.post("/account/", {"email": "new@example.com"}, follow=True)
     assert "nothing changed" in response.content.decode()
+    assert client.post("/account/", {}).status_code == 400, "an empty form is no change"
+    assert client.post("/account/close", {}).status_code == 400
     assert tasks_of(signed_in).count("send_email_change_notice") == 1
 
 

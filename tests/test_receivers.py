@@ -3,17 +3,20 @@ transaction and published only after it commits."""
 
 import base64
 import json
+import threading
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
 from django.core.files.base import ContentFile
 from django.core.management import call_command
-from django.db import transaction
+from django.db import connection, transaction
 from django.test import RequestFactory
 
+from devtools.processes import wait_for
 from devtools.wsgi import InProcessServer
-from notifications.models import Document
+from notifications import services
+from notifications.models import Document, Profile
 from notifications.signals import document_shared
 from offload.models import Effect
 from tests.factories import make_document, make_user
@@ -202,6 +205,7 @@ def test_an_email_change_notifies_the_stored_address_and_confirms_the_new_one():
     [notice] = effects("send_email_change_notice")
     assert notice.args == {
         "user_id": user.pk,
+        "username": "eve",
         "old_email": "eve@stored.example",  # read from the row, not the instance
         "new_email": "eve@new.example",
     }
@@ -323,3 +327,50 @@ def test_nothing_after_the_commit_fails_the_request(
     assert (effect.published_at is not None) == published
     error = {"broker-refused": "Connection refused", "database-locked": "database is locked"}
     assert error.get(fault, "ZeroDivisionError") in caplog.text
+
+
+@pytest.mark.postgresql
+@pytest.mark.django_db(transaction=True)
+def test_a_document_committed_while_the_account_closes_goes_with_it(media_root):
+    """A row of the user committed after the deletion collected the user's rows (an upload, a
+    worker's sign-in record) fails the deletion's commit on its foreign key; close_account
+    tries again, and that try deletes the row and its file too.
+
+    PostgreSQL only: SQLite lets one writer at a time, so nothing commits in between."""
+    if connection.vendor != "postgresql":
+        pytest.skip("concurrent writers: PostgreSQL only (run with DATABASE_URL=postgres://...)")
+    owner = make_user("closing")
+    Profile.objects.create(user=owner)
+    closer_pid, errors = [], []
+
+    def close_from_another_connection():
+        closer_pid.append(connection.cursor().connection.info.backend_pid)
+        try:
+            services.close_account(owner)
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    def waiting_on_a_lock() -> bool:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", closer_pid
+            )
+            return cursor.fetchone() == ("Lock",)
+
+    closer = threading.Thread(target=close_from_another_connection)
+    with transaction.atomic():  # another writer: holds the owner's profile, adds a document
+        Profile.objects.select_for_update().get(user=owner)
+        late = make_document(owner, name="late.txt")
+        closer.start()
+        wait_for(lambda: closer_pid, what="the closer's connection")
+        wait_for(waiting_on_a_lock, what="the deletion to wait on the profile's row lock")
+    closer.join(timeout=20)
+
+    assert errors == []
+    assert not get_user_model().objects.filter(pk=owner.pk).exists()
+    assert not Document.objects.exists()
+    names = [e.args["name"] for e in effects("delete_stored_file")]
+    assert names == [late.file.name], "offloaded once, by the try that deleted it"
+    assert len(effects("send_account_closed_email")) == 1

@@ -1,7 +1,8 @@
 """python manage.py import_users FILE.csv [--welcome]: create accounts from a CSV file.
 
 The header names the columns ``username,email`` (others are ignored). Imported accounts get an
-unusable password: their owners set one through a password reset.
+unusable password: nobody can sign in to one until a password is set for it (the admin, or
+``manage.py changepassword``).
 
 A bulk import should not greet hundreds of people who never signed up here, so the welcome
 receiver is disconnected for the import (``--welcome`` keeps it) and connected again afterwards,
@@ -58,6 +59,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, file: Path, welcome: bool, **options: Any) -> None:
+        self.imported = self.skipped = 0
         try:
             with file.open(newline="", encoding="utf-8-sig") as stream:
                 reader = csv.DictReader(stream, skipinitialspace=True)
@@ -65,29 +67,28 @@ class Command(BaseCommand):
                 if missing:
                     raise CommandError(f"{file}: the header must name {','.join(COLUMNS)}")
                 with nullcontext() if welcome else welcome_emails_off():
-                    imported, skipped = self.import_rows(reader)
+                    self.import_rows(reader)
         except OSError as exc:
             raise CommandError(f"cannot read {file}: {exc.strerror}") from exc
-        except UnicodeDecodeError as exc:
-            raise CommandError(f"{file}: not UTF-8 text") from exc
-        except csv.Error as exc:
-            raise CommandError(f"{file}: {exc}") from exc
+        except (UnicodeDecodeError, csv.Error) as exc:
+            problem = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else str(exc)
+            raise CommandError(
+                f"{file}: {problem}; stopped after importing {self.imported} account(s)"
+            ) from exc
         emails = "sent" if welcome else "not sent (receiver disconnected)"
-        self.stdout.write(f"imported {imported} account(s); welcome emails {emails}")
-        if skipped:
-            raise CommandError(f"skipped {skipped} row(s), reported above")
+        self.stdout.write(f"imported {self.imported} account(s); welcome emails {emails}")
+        if self.skipped:
+            raise CommandError(f"skipped {self.skipped} row(s), reported above")
 
-    def import_rows(self, reader: csv.DictReader) -> tuple[int, int]:
-        imported = skipped = 0
+    def import_rows(self, reader: csv.DictReader) -> None:
         for values in reader:
             row = Row({name: values.get(name) or "" for name in COLUMNS})
             problem = self.import_row(row)
             if problem:
-                skipped += 1
+                self.skipped += 1
                 self.stderr.write(f"line {reader.line_num}: {problem}")
             else:
-                imported += 1
-        return imported, skipped
+                self.imported += 1
 
     def import_row(self, row: Row) -> str | None:
         """None once the account exists, else what is wrong with the row."""
