@@ -40,6 +40,8 @@ api = NinjaAPI(
 )
 
 DocumentId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+# What a share promises: the email goes after the commit, and only if the document is still there.
+SHARE_ACCEPTED = "The recipient will be emailed, unless the document is deleted before it is sent."
 
 
 class Error(Schema):
@@ -299,7 +301,7 @@ def share_document(request, document_id: DocumentId, payload: ShareIn):
     if not form.is_valid():
         return invalid(form)
     services.share_document(document, form.cleaned_data["email"], request.auth)
-    return Status(202, {"detail": "The recipient will be emailed."})
+    return Status(202, {"detail": SHARE_ACCEPTED})
 
 
 def upload_error_status(form) -> int:

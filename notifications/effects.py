@@ -1,8 +1,9 @@
 """What the workers actually do: plain functions, one per effect, called by tasks.py.
 
-Each is safe to run again: it re-reads its objects by id, recomputes rather than increments, and
-does nothing when what it is about has gone (a user deleted before the email was sent). An email
-is composed here and returned; the task sends it. A follow-up effect (the new sign-in email, the
+Each is safe to run again: it re-reads its objects by id and recomputes rather than increments.
+When what it is about has gone (a user deleted before the email was sent) it raises ``Skip``
+with the reason, and the effect ends as ``skipped``, never ``done``. An email is composed here
+and returned; the task sends it. A follow-up effect (the new sign-in email, the
 failed-login alert) is decided here and offloaded by the task.
 """
 
@@ -18,6 +19,8 @@ from django.db.models import Count, Sum
 from django.template.loader import render_to_string
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
+
+from offload import Skip
 
 from .models import Document, FailedLogin, LoginActivity, Profile
 
@@ -47,21 +50,23 @@ def timestamp(value: str):
     return parsed
 
 
-def welcome_email(user_id: int) -> EmailMultiAlternatives | None:
+def welcome_email(user_id: int) -> EmailMultiAlternatives:
     user = User.objects.filter(pk=user_id, is_active=True).first()
-    if user is None or not user.email:
-        return None
+    if user is None:
+        raise Skip("the account was closed or deactivated before the email was sent")
+    if not user.email:
+        raise Skip("the account has no email address")
     return email("welcome", "Welcome aboard", user.email, {"user": user})
 
 
 def record_login(
     user_id: int, ip: str | None, user_agent: str, at: str, sign_in: str = ""
-) -> LoginActivity | None:
+) -> LoginActivity:
     """Store the sign-in and refresh the login counters. The record says ``new_device`` when the
     IP address or the browser was never seen for this user before (not for a first sign-in):
     then the user gets a "new sign-in" email."""
     if not User.objects.filter(pk=user_id).exists():
-        return None
+        raise Skip("the account was closed before the sign-in was recorded")
     # Lock the profile row: two sign-ins of one user are recorded one after the other, so the
     # new-device check and the counters see each other.
     Profile.objects.select_for_update().get_or_create(user_id=user_id)
@@ -90,11 +95,10 @@ class SignInNotRecordedYet(Exception):
     """A sign-out came before the worker recorded its sign-in: another attempt will find it."""
 
 
-def record_logout(user_id: int, sign_in: str, at: str) -> LoginActivity | None:
-    """Give the session's sign-in record its end time. Nothing to do when the account has
-    gone with its records, or when the session was signed out of already."""
+def record_logout(user_id: int, sign_in: str, at: str) -> LoginActivity:
+    """Give the session's sign-in record its end time (a repeat keeps the first)."""
     if not User.objects.filter(pk=user_id).exists():
-        return None
+        raise Skip("the account was closed with its sign-in records")
     login = LoginActivity.objects.filter(user_id=user_id, sign_in=sign_in).first()
     if login is None:
         # Both effects were recorded in order, but two workers may run them in either order.
@@ -105,10 +109,12 @@ def record_logout(user_id: int, sign_in: str, at: str) -> LoginActivity | None:
     return login
 
 
-def new_sign_in_email(login_id: int) -> EmailMultiAlternatives | None:
+def new_sign_in_email(login_id: int) -> EmailMultiAlternatives:
     login = LoginActivity.objects.select_related("user").filter(pk=login_id).first()
-    if login is None or not login.user.email:
-        return None
+    if login is None:
+        raise Skip("the account was closed before the email was sent")
+    if not login.user.email:
+        raise Skip("the account has no email address")
     return email("new_sign_in", "New sign-in to your account", login.user.email, {"login": login})
 
 
@@ -120,11 +126,11 @@ def email_change_notice(username: str, old_email: str, new_email: str) -> EmailM
     return email("email_changed", "Your email address was changed", old_email, context)
 
 
-def email_change_confirmation(user_id: int, address: str) -> EmailMultiAlternatives | None:
+def email_change_confirmation(user_id: int, address: str) -> EmailMultiAlternatives:
     """To the new address, while it is still the account's (a later change supersedes it)."""
     user = User.objects.filter(pk=user_id, email=address).first()
     if user is None:
-        return None
+        raise Skip("the address changed again, or the account was closed, first")
     return email("email_confirmed", "This is now your address", address, {"user": user})
 
 
@@ -160,10 +166,12 @@ def record_failed_login(
     return failure
 
 
-def failed_login_alert(failed_login_id: int) -> EmailMultiAlternatives | None:
+def failed_login_alert(failed_login_id: int) -> EmailMultiAlternatives:
     failure = FailedLogin.objects.select_related("user").filter(pk=failed_login_id).first()
-    if failure is None or failure.user is None or not failure.user.email:
-        return None
+    if failure is None or failure.user is None:
+        raise Skip("the account was closed before the alert was sent")
+    if not failure.user.email:
+        raise Skip("the account has no email address")
     window = settings.FAILED_LOGIN_WINDOW
     recent = FailedLogin.objects.filter(user=failure.user, at__gte=failure.at - window)
     return email(
@@ -201,7 +209,7 @@ def delete_stored_file(name: str) -> None:
 def refresh_profile_counters(user_id: int) -> None:
     """Recount the owner's documents and stored bytes from the documents themselves."""
     if not User.objects.filter(pk=user_id).exists():
-        return
+        raise Skip("the account was closed before the recount")
     totals = Document.objects.filter(owner_id=user_id).aggregate(
         count=Count("pk"), size=Sum("size")
     )
@@ -211,13 +219,13 @@ def refresh_profile_counters(user_id: int) -> None:
     )
 
 
-def share_email(
-    document_id: int, recipient: str, shared_by_id: int
-) -> EmailMultiAlternatives | None:
+def share_email(document_id: int, recipient: str, shared_by_id: int) -> EmailMultiAlternatives:
     document = Document.objects.filter(pk=document_id).first()
     sharer = User.objects.filter(pk=shared_by_id).first()
-    if document is None or sharer is None:
-        return None
+    if document is None:
+        raise Skip("the document was deleted before the email was sent")
+    if sharer is None:
+        raise Skip("the sharer's account was closed before the email was sent")
     return email(
         "document_shared",
         f"{sharer.get_username()} shared “{document.title}” with you",

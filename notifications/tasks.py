@@ -24,7 +24,7 @@ def send_welcome_email(user_id: int) -> None:
 @shared_task(base=EffectTask, name="record_login", description="Sign-in recorded", atomic=True)
 def record_login(user_id: int, ip: str | None, user_agent: str, at: str, sign_in: str = "") -> None:
     login = effects.record_login(user_id, ip, user_agent, at, sign_in)
-    if login is not None and login.new_device:
+    if login.new_device:
         send_new_sign_in_email.offload(login_id=login.pk)
 
 
@@ -43,7 +43,7 @@ def send_new_sign_in_email(login_id: int) -> None:
 )
 def record_failed_login(username_hash: str, ip: str | None, at: str, user_id: int | None) -> None:
     failure = effects.record_failed_login(username_hash, ip, at, user_id)
-    if failure is not None and failure.alerted:
+    if failure.alerted:
         send_failed_login_alert.offload(failed_login_id=failure.pk)
 
 

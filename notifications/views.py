@@ -95,7 +95,10 @@ def share_document(request, document_id: int):
     if not form.is_valid():
         return documents_page(request, row_errors={document.pk: form})
     services.share_document(document, form.cleaned_data["email"], request.user)
-    messages.success(request, f"Shared “{document.title}”; the recipient will be emailed.")
+    messages.success(
+        request,
+        f"Shared “{document.title}”: the recipient will be emailed, unless you delete it first.",
+    )
     return redirect("documents")
 
 

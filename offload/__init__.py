@@ -9,6 +9,9 @@
         if created and not raw:
             send_welcome_email.offload(user_id=instance.pk)   # or offload(send_welcome_email, ...)
 
+Work whose subject has gone by the time it runs raises ``Skip("why")``: the effect ends as
+``skipped`` with that reason, never as ``done``.
+
 Add "offload" to INSTALLED_APPS (its app label is ``workers``, the name it had before it was a
 reusable app, so existing tables and migrations carry on). Settings: offload/conf.py.
 """
@@ -16,10 +19,10 @@ reusable app, so existing tables and migrations carry on). Settings: offload/con
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .base import EffectTask
+    from .base import EffectTask, Skip
     from .outbox import offload
 
-__all__ = ["EffectTask", "offload"]
+__all__ = ["EffectTask", "Skip", "offload"]
 
 
 def __getattr__(name: str) -> Any:
@@ -29,6 +32,10 @@ def __getattr__(name: str) -> Any:
         from .base import EffectTask
 
         return EffectTask
+    if name == "Skip":
+        from .base import Skip
+
+        return Skip
     if name == "offload":
         from .outbox import offload
 

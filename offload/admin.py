@@ -8,7 +8,9 @@ from .models import Effect
 
 @admin.register(Effect)
 class EffectAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # not subscriptable at run time
-    list_display = ("id", "task", "status", "attempts", "user", "created_at", "finished_at")
+    list_display = (
+        "id", "task", "status", "attempts", "user", "created_at", "finished_at", "reason"
+    )  # fmt: skip
     list_filter = ("status", "task")
     search_fields = ("=id", "task", "user__username")
     readonly_fields = [f.name for f in Effect._meta.fields]

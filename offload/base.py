@@ -38,6 +38,14 @@ PERMANENT_ERRORS = (
 UNAVAILABLE = (OperationalError, InterfaceError)
 # Errors that can stop a query halfway: its connection is closed before anything else uses it.
 INTERRUPTIONS = (*UNAVAILABLE, SoftTimeLimitExceeded)
+
+
+class Skip(Exception):
+    """Raised by an effect's work when what it is about has gone (a user deleted before their
+    welcome email): the effect ends as ``skipped``, with the message as its reason, never as
+    ``done``. An atomic effect's writes before it are rolled back."""
+
+
 # Claims that failed in a row in this process, for its pause before handing a message back.
 _failed_claims = 0
 
@@ -116,9 +124,9 @@ class EffectTask(Task[..., Any]):
             _failed_claims += 1
             raise self._claim_failed(effect_id, exc) from exc
         _failed_claims = 0
-        if claim is None:  # done, dead, held by a live attempt, or another task's effect
-            log_step(logger, logging.INFO, effect=effect_id, task=self.name, step="skipped")
-            return "skipped"
+        if claim is None:  # ended, held by a live attempt, or another task's effect
+            log_step(logger, logging.INFO, effect=effect_id, task=self.name, step="ignored")
+            return "ignored"
         started = time.perf_counter()
         if claim.attempt > conf.EFFECT_MAX_ATTEMPTS:
             # The earlier attempts never finished (their worker died, or the time limit killed
@@ -138,6 +146,10 @@ class EffectTask(Task[..., Any]):
         except LeaseLost as exc:
             self._log(claim, "lost", started, exc)
             return "lost"
+        except Skip as skipped:
+            step = "skipped" if ledger.skip(claim, str(skipped)) else "lost"
+            self._log(claim, step, started, reason=str(skipped))
+            return step
         except PERMANENT_ERRORS as exc:
             return self._dead(claim, exc, started)
         except Exception as exc:  # noqa: BLE001 - any other error is worth another attempt
@@ -188,9 +200,14 @@ class EffectTask(Task[..., Any]):
         return step
 
     def _log(
-        self, claim: Claim, step: str, started: float, exc: BaseException | None = None
+        self,
+        claim: Claim,
+        step: str,
+        started: float,
+        exc: BaseException | None = None,
+        reason: str | None = None,
     ) -> None:
-        """One line per lifecycle step: started, then done, retry, dead or lost."""
+        """One line per lifecycle step: started, then done, skipped, retry, dead or lost."""
         fields: dict[str, Any] = {
             "effect": claim.id,
             "task": self.name,
@@ -201,6 +218,8 @@ class EffectTask(Task[..., Any]):
         }
         if exc is not None:
             fields["error"] = _describe(exc)
+        if reason is not None:
+            fields["reason"] = reason
         log_step(logger, logging.WARNING if exc else logging.INFO, **fields)
 
 

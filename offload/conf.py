@@ -35,7 +35,8 @@ DEFAULTS: dict[str, Any] = {
     "EFFECT_RELAY_INTERVAL": 1.0,
     "EFFECT_RELAY_GRACE": 5.0,
     "EFFECT_REPUBLISH_AFTER": 5.0,
-    # Done effects are deleted after this many days (`manage.py effects prune`, or daily by beat).
+    # Done and skipped effects are deleted after this many days (`manage.py effects prune`,
+    # or daily by beat).
     "EFFECT_RETENTION_DAYS": 7,
     # GET /metrics answers only with "Authorization: Bearer <METRICS_TOKEN>"; empty: closed.
     "METRICS_TOKEN": "",

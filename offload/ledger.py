@@ -121,6 +121,17 @@ def complete(claim: Claim) -> bool:
     return _settle(claim, status=Effect.Status.DONE, finished_at=timezone.now(), last_error="")
 
 
+def skip(claim: Claim, reason: str) -> bool:
+    """Ended without its work: what it was about had gone. ``reason`` says what."""
+    return _settle(
+        claim,
+        status=Effect.Status.SKIPPED,
+        finished_at=timezone.now(),
+        last_error="",
+        reason=reason[: Effect._meta.get_field("reason").max_length],
+    )
+
+
 def renew(claim: Claim) -> bool:
     """Extend the lease of an attempt that is still running; False when it no longer holds it."""
     return _settle(claim, leased_until=timezone.now() + conf.lease)
@@ -140,9 +151,12 @@ def bury(claim: Claim, error: str) -> bool:
 
 
 def prune(days: int) -> int:
-    """Delete done effects finished more than ``days`` days ago. Returns the count."""
+    """Delete done and skipped effects finished more than ``days`` days ago. Returns the count."""
     cutoff = timezone.now() - timedelta(days=days)
-    deleted, _ = Effect.objects.filter(status=Effect.Status.DONE, finished_at__lt=cutoff).delete()
+    ended = Effect.objects.filter(
+        status__in=[Effect.Status.DONE, Effect.Status.SKIPPED], finished_at__lt=cutoff
+    )
+    deleted, _ = ended.delete()
     return deleted
 
 

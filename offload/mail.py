@@ -8,15 +8,13 @@ from .lease import current_lease
 from .ledger import current_claim
 
 
-def send(message: EmailMessage | None) -> None:
-    """Send ``message`` (nothing when it is None) as the running effect's side effect.
+def send(message: EmailMessage) -> None:
+    """Send ``message`` as the running effect's side effect.
 
     Its Message-ID is fixed per effect: should a worker die after the SMTP server took the
     message but before the ledger said done, the repeat is recognisably the same message, which
     mail clients and providers fold into one.
     """
-    if message is None:
-        return
     if lease := current_lease.get():
         lease.check()  # a stale attempt stops here, before the one step it cannot take back
     if claim := current_claim.get():

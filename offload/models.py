@@ -9,14 +9,18 @@ class Effect(models.Model):
 
     The row, not the broker message, is the source of truth: the message only carries the id.
     A worker claims the row (pending -> running) with a lease that it renews while the work
-    runs, does the work and marks it done, or sends it back to pending with the time of its
-    retry, or dead-letters it after the last attempt.
+    runs, does the work and marks it done (or skipped, with the reason, when its subject had
+    gone), or sends it back to pending with the time of its retry, or dead-letters it after
+    the last attempt.
     """
 
     class Status(models.TextChoices):
         PENDING = "pending"
         RUNNING = "running"
         DONE = "done"
+        # Ended without doing its work, because what it was about had gone (the reason says
+        # what): a document deleted before its share email, a user before their welcome.
+        SKIPPED = "skipped"
         DEAD = "dead"
 
     task = models.CharField(max_length=100)
@@ -35,6 +39,8 @@ class Effect(models.Model):
     key = models.CharField(max_length=64, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     last_error = models.TextField(blank=True)
+    # Why a skipped effect did nothing.
+    reason = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     # When its id was last sent to the broker. Set with the row, for the publish that follows
     # the commit; NULL when that publish failed (Redis down) or after a failed attempt: the
@@ -65,7 +71,7 @@ class Effect(models.Model):
 
     @property
     def display_status(self) -> str:
-        """What a person sees: queued, retrying, running, done or dead-lettered."""
+        """What a person sees: queued, retrying, running, done, skipped or dead-lettered."""
         if self.status == self.Status.PENDING:
             return "retrying" if self.attempts else "queued"
         return "dead-lettered" if self.status == self.Status.DEAD else self.status

@@ -1,4 +1,5 @@
-"""The effect task base: claim, settle, skip repeats, retry transient errors, bury permanent ones.
+"""The effect task base: claim, settle, ignore repeats, skip what has gone, retry transient
+errors, bury permanent ones.
 
 Tasks are called as functions here (no broker, no worker); the whole path with a real worker is
 in test_integration.py.
@@ -16,8 +17,8 @@ from django.db.models import F
 from django.utils import timezone
 
 from notifications import tasks
-from notifications.models import Profile
-from offload import EffectTask, ledger
+from notifications.models import Document, Profile
+from offload import EffectTask, Skip, ledger
 from offload.conf import conf
 from offload.lease import LeaseLost, current_lease, heartbeat
 from offload.mail import send
@@ -36,7 +37,7 @@ def test_an_effect_runs_once_and_a_repeated_message_is_a_no_op():
     [effect] = Effect.objects.filter(task="send_welcome_email")
 
     assert tasks.send_welcome_email(effect.pk) == "done"
-    assert tasks.send_welcome_email(effect.pk) == "skipped"
+    assert tasks.send_welcome_email(effect.pk) == "ignored"
 
     effect.refresh_from_db()
     assert (effect.status, effect.attempts) == (Effect.Status.DONE, 1)
@@ -48,7 +49,7 @@ def test_a_message_that_is_not_an_effect_id_runs_nothing():
     make_user()
     for junk in ("1", 1.0, None, [1], {"id": 1}):
         assert tasks.send_welcome_email(junk) == "rejected"
-    assert tasks.send_welcome_email(10**12) == "skipped"
+    assert tasks.send_welcome_email(10**12) == "ignored"
     assert mail.outbox == []
 
 
@@ -57,11 +58,43 @@ def test_a_message_naming_another_tasks_effect_runs_nothing():
     (both take user_id), ran the recount and marked it done; the email was never sent."""
     user = make_user()
     [welcome] = Effect.objects.filter(task="send_welcome_email")
-    assert tasks.refresh_profile_counters(welcome.pk) == "skipped"
+    assert tasks.refresh_profile_counters(welcome.pk) == "ignored"
     welcome.refresh_from_db()
     assert (welcome.status, welcome.attempts) == (Effect.Status.PENDING, 0)
     assert tasks.send_welcome_email(welcome.pk) == "done"
     assert [m.to for m in mail.outbox] == [[user.email]]
+
+
+def test_work_whose_subject_has_gone_ends_skipped_with_its_reason(caplog):
+    owner = make_user()
+    document = Document.objects.create(owner=owner, title="t", file="documents/t.txt")
+    effect = tasks.send_share_email.offload(
+        document_id=document.pk, recipient="friend@example.com", shared_by_id=owner.pk
+    )
+    document.delete()
+
+    assert tasks.send_share_email(effect.pk) == "skipped"
+    effect.refresh_from_db()
+    assert (effect.status, effect.attempts) == (Effect.Status.SKIPPED, 1)
+    assert effect.reason == "the document was deleted before the email was sent"
+    assert effect.finished_at and effect.display_status == "skipped"
+    assert mail.outbox == []
+    [line] = [r.getMessage() for r in caplog.records if "step=skipped" in r.getMessage()]
+    assert line.endswith("reason='the document was deleted before the email was sent'")
+    assert tasks.send_share_email(effect.pk) == "ignored", "an ended effect is not run again"
+
+
+def test_a_skipped_atomic_effect_keeps_none_of_its_writes():
+    user = make_user()
+    effect = skipping_recount.offload(user_id=user.pk)
+    assert skipping_recount(effect.pk) == "skipped"
+    assert not Profile.objects.filter(user=user).exists()
+
+
+@shared_task(base=EffectTask, name="tests.skipping_recount", atomic=True)
+def skipping_recount(user_id: int) -> None:
+    Profile.objects.create(user_id=user_id, document_count=99)
+    raise Skip("decided after a write")
 
 
 def test_a_permanent_error_dead_letters_at_once():
@@ -107,7 +140,7 @@ def test_a_transient_error_sends_the_effect_back_to_pending_until_its_retry_time
     assert effect.published_at is None
 
     Effect.objects.filter(pk=effect.pk).update(retry_at=timezone.now() + timedelta(minutes=1))
-    assert tasks.send_welcome_email(effect.pk) == "skipped", "a stray message before its time"
+    assert tasks.send_welcome_email(effect.pk) == "ignored", "a stray message before its time"
     Effect.objects.filter(pk=effect.pk).update(retry_at=timezone.now())
     assert tasks.send_welcome_email(effect.pk) == "retry"
     assert Effect.objects.get(pk=effect.pk).attempts == 2
@@ -131,7 +164,7 @@ def test_a_live_attempt_is_not_taken_over_but_an_expired_one_is(settings):
         started_at=timezone.now(),
         leased_until=timezone.now() + conf.lease,
     )
-    assert tasks.send_welcome_email(effect.pk) == "skipped"
+    assert tasks.send_welcome_email(effect.pk) == "ignored"
 
     expired = timezone.now() - timedelta(seconds=1)
     Effect.objects.filter(pk=effect.pk).update(leased_until=expired)

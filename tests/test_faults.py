@@ -552,7 +552,7 @@ def test_a_10000_effect_backlog_drains_without_a_republish_storm(
     finally:
         worker.stop()
 
-    duplicates = log.count("step=skipped")
+    duplicates = log.count("step=ignored")
     figures(
         effects=10_000, drain_seconds=round(drained, 1), duplicate_messages=duplicates,
         attempts=sum(effects.values_list("attempts", flat=True)),

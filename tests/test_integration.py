@@ -3,13 +3,17 @@ process on a real Redis, and a real SMTP sink on loopback. No eager mode: every 
 broker and runs in the worker process."""
 
 import pytest
+from django.contrib.auth import get_user_model
+from django.db import transaction
 
 from devtools.processes import wait_for
+from notifications import services
 from offload.models import Effect
 from tests.client import ApiClient, upload_file
-from tests.factories import PASSWORD
+from tests.factories import PASSWORD, make_document
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+ENDED = ("done", "skipped")
 
 
 def record_failed_login_effects(username: str) -> list[Effect]:
@@ -183,10 +187,10 @@ def test_closing_an_account_says_goodbye_and_removes_each_file_once(
     assert "Goodbye cy" in goodbye.get_body(("plain",)).get_content()
     wait_for(lambda: not any(path.exists() for path in stored), what="the files to be deleted")
     everything = lambda: list(Effect.objects.exclude(user__username="stays"))  # noqa: E731
-    wait_for(lambda: all(e.status == "done" for e in everything()), what="every effect to end")
+    wait_for(lambda: all(e.status in ENDED for e in everything()), what="every effect to end")
     deletions = [e for e in everything() if e.task == "delete_stored_file"]
     assert sorted(e.args["name"] for e in deletions) == sorted(f.json()["file"] for f in files)
-    assert all(e.attempts == 1 and e.user_id is None for e in deletions)
+    assert all(e.status == "done" and e.attempts == 1 and e.user_id is None for e in deletions)
     assert {e["task"] for e in other.effects()} == {"send_welcome_email", "record_login"}
 
 
@@ -204,3 +208,26 @@ def test_signing_out_records_when_the_session_ended(browser, live_server):
     )
     assert logins[-1]["ended_at"] >= logins[-1]["at"]
     wait_for(again.all_done, what="every effect to finish")
+
+
+def test_a_share_whose_document_is_deleted_first_ends_skipped_and_sends_nothing(browser, smtp_sink):
+    """The share-then-delete race, made certain: the document is deleted before the worker gets
+    the share email (here in the same transaction; under load, ~70 ms later is enough). The
+    effect ends as skipped, with the reason; the recipient gets nothing."""
+    browser.sign_up("lee")
+    browser.sign_in("lee")
+    owner = get_user_model().objects.get(username="lee")
+    document = make_document(owner, name="gone.txt")
+    with transaction.atomic():
+        services.share_document(document, "friend@example.net", owner)
+        services.delete_document(document)
+
+    [share] = wait_for(
+        lambda: [e for e in browser.effects("send_share_email") if e["status"] in ENDED],
+        what="the share email effect to end",
+    )
+    assert share["status"] == "skipped" and share["attempts"] == 1
+    reason = Effect.objects.get(pk=share["id"]).reason
+    assert reason == "the document was deleted before the email was sent"
+    wait_for(lambda: all(e["status"] in ENDED for e in browser.effects()), what="the rest")
+    assert smtp_sink.to("friend@example.net") == []

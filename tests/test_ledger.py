@@ -88,14 +88,17 @@ def test_replay_needs_a_choice():
         run("replay")
 
 
-def test_prune_deletes_only_old_done_effects():
-    make_user()
-    make_user()
-    old, recent = Effect.objects.order_by("pk")
-    age([old.pk, recent.pk], status="done", finished_at=timezone.now() - timedelta(days=8))
+def test_prune_deletes_only_old_ended_effects():
+    for _ in range(4):
+        make_user()
+    old, skipped, dead, recent = Effect.objects.order_by("pk")
+    week_ago = timezone.now() - timedelta(days=8)
+    age([old.pk, recent.pk], status="done", finished_at=week_ago)
+    age([skipped.pk], status="skipped", finished_at=week_ago)
+    age([dead.pk], status="dead", finished_at=week_ago)  # kept for a replay
     age([recent.pk], finished_at=timezone.now())
-    assert "pruned 1 " in run("prune", "--days", "7")
-    assert list(Effect.objects.values_list("pk", flat=True)) == [recent.pk]
+    assert "pruned 2 " in run("prune", "--days", "7")
+    assert list(Effect.objects.order_by("pk").values_list("pk", flat=True)) == [dead.pk, recent.pk]
 
 
 def test_status_shows_counts_and_the_oldest_pending():

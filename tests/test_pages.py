@@ -175,3 +175,9 @@ def test_the_activity_page_lists_sign_ins_with_their_end(client, signed_in):
     effects.record_login(**login.args)  # the worker's part
     html = client.get("/activity/live").content.decode()
     assert "Your sign-ins" in html and "record_logout" in html
+
+
+def test_a_skipped_effect_shows_its_reason(client, signed_in):
+    Effect.objects.filter(user=signed_in).update(status="skipped", reason="the document went")
+    html = client.get("/activity/live").content.decode()
+    assert 'data-status="skipped"' in html and '<span class="reason">the document went' in html

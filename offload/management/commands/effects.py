@@ -23,7 +23,9 @@ class Command(BaseCommand):
         replay.add_argument("ids", nargs="*", type=int, help="effect ids (default: none)")
         replay.add_argument("--all", dest="every", action="store_true", help="every dead letter")
         replay.add_argument("--task", help="only dead letters of this task")
-        prune = actions.add_parser("prune", help="delete done effects older than --days")
+        prune = actions.add_parser(
+            "prune", help="delete done and skipped effects older than --days"
+        )
         prune.add_argument("--days", type=int, default=conf.EFFECT_RETENTION_DAYS)
 
     def handle(self, *args: Any, action: str | None = None, **options: Any) -> None:
@@ -51,4 +53,4 @@ class Command(BaseCommand):
     def prune(self, days: int, **options: Any) -> None:
         if days < 0:
             raise CommandError("--days must be 0 or more")
-        self.stdout.write(f"pruned {ledger.prune(days)} done effect(s) older than {days} day(s)")
+        self.stdout.write(f"pruned {ledger.prune(days)} ended effect(s) older than {days} day(s)")
