@@ -35,6 +35,10 @@ DEFAULTS: dict[str, Any] = {
     "EFFECT_RELAY_INTERVAL": 1.0,
     "EFFECT_RELAY_GRACE": 5.0,
     "EFFECT_REPUBLISH_AFTER": 5.0,
+    # GET /readyz reuses its answer for this many seconds (per web process): a probe or a
+    # visitor polling it costs one database query, one broker connection and one worker ping
+    # per interval, however often it asks.
+    "READYZ_CACHE_SECONDS": 5.0,
     # Done and skipped effects are deleted after this many days (`manage.py effects prune`,
     # or daily by beat).
     "EFFECT_RETENTION_DAYS": 7,

@@ -1,8 +1,16 @@
 """Liveness and readiness probes."""
 
+import time
+from typing import Any
+
 from celery import current_app as app
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
+
+from .conf import conf
+
+# The last readiness answer, and until when (time.monotonic()) it is given again.
+_ready: tuple[float, int, dict[str, Any]] = (0.0, 503, {})
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -11,13 +19,22 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 
 def readyz(request: HttpRequest) -> JsonResponse:
-    """Ready to do the whole job: database, broker and at least one live worker."""
+    """Ready to do the whole job: database, broker and at least one live worker. Checked at
+    most once per READYZ_CACHE_SECONDS in this process."""
+    global _ready
+    now = time.monotonic()
+    if _ready[0] <= now:
+        _ready = (now + conf.READYZ_CACHE_SECONDS, *_check_readiness())
+    _, status, body = _ready
+    return JsonResponse(body, status=status)
+
+
+def _check_readiness() -> tuple[int, dict[str, Any]]:
     checks = {"database": _database_ok(), "broker": _broker_ok()}
     checks["worker"] = checks["broker"] and _worker_ok()
     failing = [name for name, ok in checks.items() if not ok]
-    status = 503 if failing else 200
     body = {"status": "ready" if not failing else "not ready", "failing": failing, "checks": checks}
-    return JsonResponse(body, status=status)
+    return (503 if failing else 200), body
 
 
 def _database_ok() -> bool:

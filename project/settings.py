@@ -51,6 +51,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "offload.middleware.healthz_first",  # /healthz for any Host: the container's probe
     "django.middleware.security.SecurityMiddleware",
     # Serves the static files collected into the image (runserver serves them in development).
     *([] if DEBUG else ["whitenoise.middleware.WhiteNoiseMiddleware"]),

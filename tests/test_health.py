@@ -42,6 +42,14 @@ def get(stack, path, **kwargs):
     return requests.get(stack["web"].url + path, timeout=10, **kwargs)
 
 
+def failing(stack) -> list[str]:
+    """What /readyz says is failing; a 503 always names something."""
+    response = get(stack, "/readyz")
+    names = response.json()["failing"]
+    assert (response.status_code == 503) == bool(names), response.text
+    return names
+
+
 def metric(text: str, name: str) -> float:
     for line in text.splitlines():
         if line.startswith(name + " "):  # name may carry labels: effects{status="done",...}
@@ -54,25 +62,55 @@ def test_healthz_answers_while_the_process_runs(stack):
     assert response.status_code == 200 and response.json() == {"status": "ok"}
 
 
+def test_healthz_answers_a_probe_by_any_address_and_the_rest_keeps_allowed_hosts(
+    worker_env, tmp_path
+):
+    """ALLOWED_HOSTS set for real, as in production: the container's probe asks 127.0.0.1."""
+    env = {**worker_env, "ALLOWED_HOSTS": "app.example.com", "HTTPS": "true"}
+    web = start_web(env, tmp_path / "web.log")  # its start waits for /healthz: 200
+    try:
+        for host in ("127.0.0.1:8000", "10.0.0.7", "attacker.example"):
+            response = requests.get(web.url + "/healthz", headers={"Host": host}, timeout=10)
+            assert response.status_code == 200 and response.json() == {"status": "ok"}, host
+        refused = requests.get(web.url + "/api/csrf", timeout=10, allow_redirects=False)
+        assert refused.status_code == 400, "every other page still checks the Host"
+    finally:
+        web.stop()
+
+
 def test_readyz_names_the_part_that_is_missing(stack):
     ready = get(stack, "/readyz")
     assert ready.status_code == 200, ready.text
     assert ready.json()["failing"] == []
 
+    # Each web process reuses its answer for READYZ_CACHE_SECONDS (5 s): poll.
     stack["worker"].stop()
-    not_ready = get(stack, "/readyz")
-    assert not_ready.status_code == 503
-    assert not_ready.json()["failing"] == ["worker"]
+    wait_for(lambda: failing(stack) == ["worker"], what="not ready: worker")
 
     stack["worker"] = start_worker(stack["env"], stack["tmp"] / "worker-2.log")
     wait_for(lambda: get(stack, "/readyz").status_code == 200, what="ready again")
 
     stack["redis"].stop()
-    no_broker = get(stack, "/readyz")
-    assert no_broker.status_code == 503
-    assert "broker" in no_broker.json()["failing"]
+    wait_for(lambda: "broker" in failing(stack), what="not ready: broker")
     assert get(stack, "/healthz").status_code == 200, "alive even when not ready"
     stack["redis"].start()
+
+
+@pytest.mark.django_db
+def test_readyz_checks_at_most_once_per_interval(client, settings, django_assert_num_queries):
+    """A probe, or anyone, asking every 100 ms costs one check per READYZ_CACHE_SECONDS."""
+    from offload import views
+
+    views._ready = (0.0, 503, {})  # whatever an earlier test left
+    with django_assert_num_queries(1):  # SELECT 1
+        first = client.get("/readyz")
+    with django_assert_num_queries(0):
+        assert client.get("/readyz").json() == first.json()
+    settings.READYZ_CACHE_SECONDS = 0
+    views._ready = (0.0, 503, {})
+    with django_assert_num_queries(2):
+        client.get("/readyz")
+        client.get("/readyz")
 
 
 def test_metrics_need_the_token(stack):
