@@ -5,6 +5,7 @@ from django.contrib.auth import get_user_model
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
 
+from . import tasks
 from .models import Document
 from .signals import document_shared
 
@@ -64,6 +65,13 @@ def close_account(user: User) -> None:
         except IntegrityError:
             if attempt == CLOSE_ATTEMPTS:
                 raise
+
+
+@transaction.atomic
+def request_password_reset(users) -> None:
+    """One reset email per account (the form found them by address); the worker makes the link."""
+    for user in users:
+        tasks.send_password_reset_email.offload(user_id=user.pk)
 
 
 @transaction.atomic

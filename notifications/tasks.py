@@ -104,3 +104,8 @@ def send_email_change_confirmation(user_id: int, email: str) -> None:
 )
 def send_account_closed_email(email: str, username: str) -> None:
     send(effects.account_closed_email(email, username))
+
+
+@shared_task(base=EffectTask, name="send_password_reset_email", description="Password reset email")
+def send_password_reset_email(user_id: int) -> None:
+    send(effects.password_reset_email(user_id))

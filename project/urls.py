@@ -7,6 +7,7 @@ from django.urls import include, path
 
 from notifications import views
 from notifications.api import api
+from notifications.forms import PasswordResetForm
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -15,6 +16,46 @@ urlpatterns = [
     # the effects they record commit with the sign-in.
     path("login/", transaction.atomic(auth_views.LoginView.as_view()), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    # Django's password views with the project's templates; the reset email is an effect
+    # (forms.PasswordResetForm). A changed password ends the user's other sessions.
+    path(
+        "password/change/",
+        auth_views.PasswordChangeView.as_view(template_name="notifications/password_change.html"),
+        name="password_change",
+    ),
+    path(
+        "password/change/done/",
+        auth_views.PasswordChangeDoneView.as_view(template_name="notifications/password_done.html"),
+        name="password_change_done",
+    ),
+    path(
+        "password/reset/",
+        auth_views.PasswordResetView.as_view(
+            form_class=PasswordResetForm, template_name="notifications/password_reset.html"
+        ),
+        name="password_reset",
+    ),
+    path(
+        "password/reset/sent/",
+        auth_views.PasswordResetDoneView.as_view(
+            template_name="notifications/password_reset_sent.html"
+        ),
+        name="password_reset_done",
+    ),
+    path(
+        "password/reset/<uidb64>/<token>/",
+        auth_views.PasswordResetConfirmView.as_view(
+            template_name="notifications/password_reset_confirm.html"
+        ),
+        name="password_reset_confirm",
+    ),
+    path(
+        "password/reset/done/",
+        auth_views.PasswordResetCompleteView.as_view(
+            template_name="notifications/password_done.html"
+        ),
+        name="password_reset_complete",
+    ),
     path("documents/", views.documents, name="documents"),
     path("documents/<int:document_id>/file", views.replace_file, name="replace_file"),
     path("documents/<int:document_id>/delete", views.delete_document, name="delete_document"),

@@ -261,3 +261,22 @@ def test_a_replaced_file_keeps_its_new_name_on_disk(media_root):
     effects.delete_stored_file(old)
     assert not default_storage.exists(old)
     assert default_storage.exists(document.file.name)
+
+
+def test_the_password_reset_link_is_made_by_the_worker_and_works():
+    from django.contrib.auth.tokens import default_token_generator
+    from django.utils.http import urlsafe_base64_decode
+
+    user = make_user("reset", email="reset@example.com")
+    message = effects.password_reset_email(user.pk)
+    assert message.to == ["reset@example.com"]
+    [link] = [word for word in message.body.split() if "/password/reset/" in word]
+    uidb64, token = link.rstrip("/").split("/")[-2:]
+    assert urlsafe_base64_decode(uidb64).decode() == str(user.pk)
+    assert default_token_generator.check_token(user, token)
+    assert link in html_of(message)
+
+    user.is_active = False
+    user.save()
+    with pytest.raises(Skip, match="closed or deactivated"):
+        effects.password_reset_email(user.pk)

@@ -3,6 +3,8 @@ process on a real Redis, and a real SMTP sink on loopback. No eager mode: every 
 broker and runs in the worker process."""
 
 import pytest
+import requests
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
@@ -231,3 +233,31 @@ def test_a_share_whose_document_is_deleted_first_ends_skipped_and_sends_nothing(
     assert reason == "the document was deleted before the email was sent"
     wait_for(lambda: all(e["status"] in ENDED for e in browser.effects()), what="the rest")
     assert smtp_sink.to("friend@example.net") == []
+
+
+def test_a_forgotten_password_is_reset_through_the_emailed_link(browser, live_server, smtp_sink):
+    browser.sign_up("ria")
+    web = requests.Session()
+
+    def post_form(path: str, data: dict) -> requests.Response:
+        page = web.get(live_server.url + path, timeout=10)
+        token = web.cookies["csrftoken"]
+        return web.post(page.url, {**data, "csrfmiddlewaretoken": token}, timeout=10)
+
+    assert post_form("/password/reset/", {"email": "ria@example.com"}).url.endswith("/sent/")
+    [message] = wait_for(
+        lambda: [m for m in smtp_sink.to("ria@example.com") if "new password" in m["Subject"]],
+        what="the reset email",
+    )
+    body = message.get_body(("plain",)).get_content()
+    [link] = [word for word in body.split() if "/password/reset/" in word]
+
+    new = "a brand new harbour password"
+    done = post_form(
+        link.removeprefix(settings.SITE_URL), {"new_password1": new, "new_password2": new}
+    )
+    assert done.url.endswith("/password/reset/done/"), done.url
+    assert ApiClient(live_server.url).sign_in("ria", new).status_code == 200
+    assert ApiClient(live_server.url).sign_in("ria").status_code == 401, "the old one is gone"
+    [reset] = [e for e in Effect.objects.filter(task="send_password_reset_email")]
+    assert reset.status == "done" and reset.args == {"user_id": reset.user_id}

@@ -181,3 +181,29 @@ def test_a_skipped_effect_shows_its_reason(client, signed_in):
     Effect.objects.filter(user=signed_in).update(status="skipped", reason="the document went")
     html = client.get("/activity/live").content.decode()
     assert 'data-status="skipped"' in html and '<span class="reason">the document went' in html
+
+
+def test_a_password_reset_is_an_effect_and_says_the_same_for_any_address(client):
+    known = make_user("known", email="known@example.com")
+    imported = get_user_model().objects.create_user("imported", "imported@example.com", None)
+    Effect.objects.all().delete()
+    for address in ("KNOWN@example.com", "nobody@example.com", "imported@example.com"):
+        response = client.post("/password/reset/", {"email": address})
+        assert response.status_code == 302 and response.url == "/password/reset/sent/"
+    resets = Effect.objects.filter(task="send_password_reset_email").order_by("pk")
+    assert [e.args for e in resets] == [{"user_id": known.pk}, {"user_id": imported.pk}]
+    assert "Forgot your password?" in client.get("/login/").content.decode()
+
+
+def test_changing_the_password_ends_the_other_sessions(client, signed_in):
+    other = Client()
+    other.force_login(signed_in)
+    assert other.get("/activity/").status_code == 200
+    new = "another quiet harbour at noon"
+    response = client.post(
+        "/password/change/",
+        {"old_password": PASSWORD, "new_password1": new, "new_password2": new},
+    )
+    assert response.status_code == 302 and response.url == "/password/change/done/"
+    assert client.get("/activity/").status_code == 200, "this session stays signed in"
+    assert other.get("/activity/").status_code == 302, "the other one is signed out"

@@ -1,8 +1,8 @@
 """python manage.py import_users FILE.csv [--welcome]: create accounts from a CSV file.
 
 The header names the columns ``username,email`` (others are ignored). Imported accounts get an
-unusable password: nobody can sign in to one until a password is set for it (the admin, or
-``manage.py changepassword``).
+unusable password: their owners set one with "Forgot your password?" on the login page (or an
+admin with ``manage.py changepassword``).
 
 A bulk import should not greet hundreds of people who never signed up here, so the welcome
 receiver is disconnected for the import (``--welcome`` keeps it) and connected again afterwards,
