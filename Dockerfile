@@ -22,10 +22,13 @@ RUN groupadd --system --gid 10001 app \
 WORKDIR /app
 COPY --from=build /venv /venv
 COPY --chown=app:app . .
-# Static files are collected at build time; SECRET_KEY here is a throwaway for this step only.
-RUN SECRET_KEY=collectstatic-only python manage.py collectstatic --noinput --verbosity 0
+# Static files are collected at build time, with production settings; the SECRET_KEY and
+# EMAIL_URL here are throwaways for this step only (the container gets its own from .env).
+RUN SECRET_KEY=collectstatic-only-not-a-secret-for-this-build-step-only \
+    EMAIL_URL=consolemail:// python manage.py collectstatic --noinput --verbosity 0
 USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=3)"]
-CMD ["gunicorn", "project.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3", "--access-logfile", "-"]
+# Django's deployment checks first: a setting that would hurt in production stops the container.
+CMD ["sh", "-c", "python manage.py check --deploy --fail-level WARNING && exec gunicorn project.wsgi --bind 0.0.0.0:8000 --workers 3 --access-logfile -"]

@@ -26,6 +26,10 @@ migrate: $(VENV)/.installed
 
 # Web (127.0.0.1:8000), worker, beat and Flower (127.0.0.1:5555), logs interleaved.
 # Without REDIS_URL a private Redis-compatible server is started on a free port and stopped on exit.
+# Development and the tests run with DEBUG on; everywhere else production is the default
+# (project/settings.py). DEBUG=false make ... tries the production settings.
+export DEBUG ?= true
+
 run: migrate
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m devtools.localredis -- $(BIN)/honcho start -f Procfile
 

@@ -1,7 +1,9 @@
 """The one settings file. Everything that differs between machines comes from the environment.
 
-Defaults are for a developer's machine (SQLite, console email, a local Redis); production sets
-SECRET_KEY, DEBUG=false, ALLOWED_HOSTS, DATABASE_URL, REDIS_URL and EMAIL_URL.
+Production is the default: DEBUG is off unless the environment turns it on (`make run` and
+`make test` do), and then start-up refuses what would hurt a deploy (see the end of this file):
+a missing or placeholder SECRET_KEY, a missing EMAIL_URL, a password-hasher override.
+Development (DEBUG=true) has defaults for everything: SQLite, console email, a local Redis.
 """
 
 import socket
@@ -21,8 +23,8 @@ VAR_DIR = BASE_DIR / "var"  # dev-only state: SQLite file, uploads, beat schedul
 
 env = environ.Env()
 
-DEBUG = env.bool("DEBUG", default=True)
-SECRET_KEY = env.str("SECRET_KEY", default="dev-only-insecure-key" if DEBUG else environ.Env.NOTSET)
+DEBUG = env.bool("DEBUG", default=False)
+SECRET_KEY = env.str("SECRET_KEY", default="dev-only-insecure-key" if DEBUG else "")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -36,6 +38,10 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_PRELOAD = HTTPS
 if env.bool("TRUST_X_FORWARDED_PROTO", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]  # probes speak plain HTTP
+# HTTPS=false is said on purpose (compose on localhost, plain HTTP): `check --deploy` would only
+# repeat it (no HSTS, no redirect, cookies not marked secure).
+SILENCED_SYSTEM_CHECKS = [] if HTTPS else ["security.W004", "security.W008", "security.W012",
+                                            "security.W016"]  # fmt: skip
 # Absolute base for links in emails: workers have no request to build them from.
 SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000").rstrip("/")
 
@@ -81,6 +87,8 @@ SECURE_CSP = {
 }
 
 ROOT_URLCONF = "project.urls"
+# Error pages and reports mask the password in any URL-valued setting (REDIS_URL...).
+DEFAULT_EXCEPTION_REPORTER_FILTER = "project.reporting.SecretUrlFilter"
 WSGI_APPLICATION = "project.wsgi.application"
 
 TEMPLATES = [
@@ -172,7 +180,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024  # non-file request bodies
 
 # EMAIL_URL: `consolemail://` (the worker log shows each email), `smtp://user:pass@host:port`,
 # `smtp+tls://...`. Translated into Django 6.1's MAILERS.
-_mail = env.email_url("EMAIL_URL", default="consolemail://")
+_mail = env.email_url("EMAIL_URL", default="consolemail://")  # the default: DEBUG only
 MAILERS = {"default": {"BACKEND": _mail["EMAIL_BACKEND"]}}
 if _mail["EMAIL_BACKEND"].endswith("smtp.EmailBackend"):
     MAILERS["default"]["OPTIONS"] = {
@@ -334,3 +342,25 @@ CELERY_BEAT_SCHEDULE = {
 # Links shown in the navigation bar.
 FLOWER_URL = env.str("FLOWER_URL", default="http://127.0.0.1:5555")
 MAILPIT_URL = env.str("MAILPIT_URL", default="")
+
+
+# --- Production is the default: refuse to start on what would hurt a deploy --------------------
+def _refusal() -> str | None:
+    """With DEBUG off, the first setting that must not go to production, named, and what to do."""
+    if not SECRET_KEY or SECRET_KEY.startswith("change-me") or len(SECRET_KEY) < 50:
+        return (
+            "SECRET_KEY must be 50 or more random characters, not a placeholder: `python -c"
+            " 'import secrets; print(secrets.token_urlsafe(50))'` (or DEBUG=true to develop)"
+        )
+    if "EMAIL_URL" not in env:
+        return (
+            "EMAIL_URL is not set: where should email go? smtp://user:password@host:port, or"
+            " consolemail:// to print it (or DEBUG=true to develop)"
+        )
+    if "PASSWORD_HASHERS" in env:
+        return "PASSWORD_HASHERS is a test-speed override (weak hashing): unset it in production"
+    return None
+
+
+if not DEBUG and (_problem := _refusal()):
+    raise ImproperlyConfigured(_problem)

@@ -135,13 +135,63 @@ def test_deployment_checks_pass_with_production_settings():
     assert "no issues" in result.stdout
 
 
-def test_production_refuses_to_start_without_a_secret_key():
-    env = {k: v for k, v in os.environ.items() if k != "SECRET_KEY"} | {"DEBUG": "false"}
+PRODUCTION = {"SECRET_KEY": secrets.token_urlsafe(48), "EMAIL_URL": "smtp://mail.example.com:25"}
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"DEBUG": None, "SECRET_KEY": None}, "SECRET_KEY"),  # production is the default
+        ({"SECRET_KEY": None}, "SECRET_KEY"),
+        ({"SECRET_KEY": "change-me-to-50-random-characters" + "x" * 30}, "SECRET_KEY"),
+        ({"SECRET_KEY": "short-but-not-a-placeholder"}, "SECRET_KEY"),
+        ({"EMAIL_URL": None}, "EMAIL_URL"),
+        ({"PASSWORD_HASHERS": "django.contrib.auth.hashers.MD5PasswordHasher"}, "PASSWORD_HASHERS"),
+    ],
+)
+def test_production_refuses_to_start_on_a_setting_that_would_hurt(change, named):
+    """One line naming the variable, no traceback, exit status 1: for manage.py and for every
+    process that loads the settings (gunicorn and celery show Django's ImproperlyConfigured)."""
+    env = {**os.environ, "DEBUG": "false", **PRODUCTION} | change
+    env = {name: value for name, value in env.items() if value is not None}
     result = subprocess.run(
         [sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True
     )
-    assert result.returncode != 0
-    assert "SECRET_KEY" in result.stderr
+    assert result.returncode == 1
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"refusing to start: {named} "), line
+    if "SECRET_KEY" in env:
+        assert env["SECRET_KEY"] not in line, "the refusal never prints the secret"
+
+
+def test_production_settings_start_and_development_needs_nothing():
+    for env in ({"DEBUG": "false", **PRODUCTION}, {"DEBUG": "true"}):
+        bare = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "EMAIL_URL")}
+        result = subprocess.run(
+            [sys.executable, "manage.py", "check"],
+            cwd=ROOT, env=bare | env, capture_output=True, text=True,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+
+
+def test_an_error_page_never_shows_a_password_inside_a_url_setting(rf, settings):
+    secret = secrets.token_hex(8)
+    settings.DEBUG = True
+    settings.REDIS_URL = f"redis://:{secret}@redis:6379/0"
+    settings.CELERY_BROKER_URL = f"redis://default:{secret}@redis:6379/0"
+    html = debug_page_of_an_error(rf)
+    assert "redis:6379/0" in html, "the setting is shown, its password is not"
+    assert secret not in html
+
+
+def debug_page_of_an_error(rf) -> str:
+    """The page DEBUG shows for an error here (a frame that holds no secret itself)."""
+    from django.views.debug import ExceptionReporter
+
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        return ExceptionReporter(rf.get("/"), *sys.exc_info()).get_traceback_html()
 
 
 def test_a_production_web_process_refuses_to_start_until_static_files_are_collected(tmp_path):
@@ -158,6 +208,7 @@ def test_a_production_web_process_refuses_to_start_until_static_files_are_collec
         "SECRET_KEY": secrets.token_urlsafe(48),
         "ALLOWED_HOSTS": "127.0.0.1",
         "STATIC_ROOT": str(tmp_path / "static"),
+        "EMAIL_URL": "consolemail://",
         "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
     }
     port = str(free_port())
