@@ -118,11 +118,12 @@ def test_the_image_is_multi_stage_and_runs_unprivileged():
     assert "collectstatic" in dockerfile and "PYTHONUNBUFFERED=1" in dockerfile
 
 
-def test_deployment_checks_pass_with_production_settings():
+@pytest.mark.parametrize("https", ["true", "false"])  # false: compose on localhost, plain HTTP
+def test_deployment_checks_pass_with_production_settings(https):
     env = {
         **os.environ,
         "DEBUG": "false",
-        "HTTPS": "true",
+        "HTTPS": https,
         "SECRET_KEY": secrets.token_urlsafe(48),
         "ALLOWED_HOSTS": "offload.example.com",
         "EMAIL_URL": "smtp+tls://mailer:secret@smtp.example.com:587",  # console mail is dev-only
