@@ -15,6 +15,7 @@ from django.http import HttpRequest
 from django.http.multipartparser import MultiPartParserError
 from django.middleware.csrf import get_token
 from django.shortcuts import get_object_or_404
+from django.urls import reverse
 from ninja import File, Form, NinjaAPI, Path, Schema, Status
 from ninja.errors import HttpError, ValidationError
 from ninja.files import UploadedFile
@@ -91,7 +92,7 @@ class DocumentOut(Schema):
 
     @staticmethod
     def resolve_url(document: Document) -> str:
-        return document.file.url
+        return reverse("download", args=[document.pk])
 
 
 class EmailIn(Schema):

@@ -249,9 +249,11 @@ def share_email(document_id: int, recipient: str, shared_by_id: int) -> EmailMul
         raise Skip("the document was deleted before the email was sent")
     if sharer is None:
         raise Skip("the sharer's account was closed before the email was sent")
+    # The link's signed token is made here, in the worker: never in the ledger or a message.
+    link = settings.SITE_URL + reverse("shared_download", args=[document.share_token()])
     return email(
         "document_shared",
         f"{sharer.get_username()} shared “{document.title}” with you",
         recipient,
-        {"document": document, "sharer": sharer, "file_url": settings.SITE_URL + document.file.url},
+        {"document": document, "sharer": sharer, "link": link},
     )

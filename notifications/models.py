@@ -1,6 +1,9 @@
+import posixpath
 from datetime import timedelta
+from uuid import uuid4
 
 from django.conf import settings
+from django.core import signing
 from django.db import models
 from django.utils import timezone
 
@@ -22,12 +25,24 @@ class Profile(models.Model):
         return f"profile of {self.user}"
 
 
+SHARE_LINK_SALT = "notifications.document-share"
+
+
+def stored_name(document: "Document", filename: str) -> str:
+    """A random name: nothing the uploader chose reaches the file system, and no one can guess
+    another's. The name it was uploaded with is kept as ``original_name``."""
+    return f"documents/{uuid4().hex}"
+
+
 class Document(models.Model):
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="documents"
     )
     title = models.CharField(max_length=200)
-    file = models.FileField(upload_to="documents/%Y/%m/", max_length=255)
+    # Served only through the application (views.download, views.shared_download), as an
+    # attachment: nothing under MEDIA_ROOT has a URL.
+    file = models.FileField(upload_to=stored_name, max_length=255)
+    original_name = models.CharField(max_length=255, blank=True)
     size = models.PositiveBigIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
@@ -44,8 +59,15 @@ class Document(models.Model):
         return self.title
 
     def save(self, *args, **kwargs):
+        if self.file and not self.file._committed:  # a new upload, still under its own name
+            self.original_name = posixpath.basename(self.file.name)[:255]
         super().save(*args, **kwargs)
         self.stored_file_name = self.file.name
+
+    def share_token(self) -> str:
+        """What a share link carries: this document and its file as they are now, signed (the
+        link expires after SHARE_LINK_MAX_AGE; views.shared_download checks both)."""
+        return signing.dumps([self.pk, self.file.name], salt=SHARE_LINK_SALT, compress=True)
 
     @classmethod
     def from_db(cls, db, field_names, values, **kwargs):

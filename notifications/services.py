@@ -81,7 +81,8 @@ def create_document(owner: User, title: str, file: UploadedFile) -> Document:
 
 @transaction.atomic
 def replace_file(document: Document, upload: UploadedFile) -> Document:
-    """Store the new file; the post_save receiver offloads deleting the old one."""
+    """Store the new file (its name becomes the document's original_name); the post_save
+    receiver offloads deleting the old one."""
     document.file = upload
     document.size = upload.size
     document.save()

@@ -1,21 +1,26 @@
-"""HTML pages: sign up, documents (upload, replace, delete, share), account (change the email
-address, close the account) and activity.
+"""HTML pages: sign up, documents (upload, download, replace, delete, share), account (change
+the email address, close the account) and activity.
 
 Sign-in and sign-out are Django's own auth views (see project/urls.py), so the real
 user_logged_in / user_login_failed signals fire.
 """
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
+from django.core import signing
 from django.db import transaction
+from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.csp import CSP
+from django.views.decorators.csp import csp_override
 from django.views.decorators.http import require_POST
 
 from offload.models import Effect
 
 from . import forms, services
-from .models import Document, LoginActivity
+from .models import SHARE_LINK_SALT, Document, LoginActivity
 from .security import lockout_response, password_confirmed
 from .selectors import profile_of
 
@@ -62,6 +67,45 @@ def documents_page(request, form=None, row_errors=None):
     }
     invalid = bool(row_errors) or bool(form is not None and form.errors)
     return render(request, "notifications/documents.html", context, status=400 if invalid else 200)
+
+
+# A document is served as a download that nothing on this origin can run: any type, any content.
+DOWNLOAD_CSP = {"default-src": [CSP.NONE], "sandbox": True}
+
+
+@login_required
+@csp_override(DOWNLOAD_CSP)
+def download(request, document_id: int):
+    """The owner's own documents."""
+    return attachment(get_object_or_404(Document, pk=document_id, owner=request.user))
+
+
+@csp_override(DOWNLOAD_CSP)
+def shared_download(request, token: str):
+    """A share recipient's link (from the share email): signed, and good for SHARE_LINK_DAYS."""
+    try:
+        document_id, name = signing.loads(
+            token, salt=SHARE_LINK_SALT, max_age=settings.SHARE_LINK_MAX_AGE
+        )
+    except signing.SignatureExpired:
+        return render(request, "notifications/link_expired.html", status=410)
+    except (signing.BadSignature, TypeError, ValueError) as bad:
+        raise Http404("no such link") from bad
+    # The file that was shared: after a replace or a delete, the link leads nowhere.
+    return attachment(get_object_or_404(Document, pk=document_id, file=name))
+
+
+def attachment(document: Document) -> FileResponse:
+    try:
+        stream = document.file.open("rb")
+    except FileNotFoundError as gone:
+        raise Http404("the file is gone") from gone
+    return FileResponse(
+        stream,
+        as_attachment=True,
+        filename=document.original_name or "document",
+        content_type="application/octet-stream",  # never what the name or the bytes suggest
+    )
 
 
 @login_required

@@ -172,8 +172,10 @@ STORAGES = {
         else "whitenoise.storage.CompressedManifestStaticFilesStorage"
     },
 }
-MEDIA_URL = "media/"
+MEDIA_URL = "media/"  # nothing serves it: documents are downloaded through the application
 MEDIA_ROOT = env.path("MEDIA_ROOT", default=VAR_DIR / "media")
+# How long the link in a share email works.
+SHARE_LINK_MAX_AGE = timedelta(days=env.int("SHARE_LINK_DAYS", default=7))
 # Largest document accepted by the API and the pages; larger uploads get a 413.
 DOCUMENT_MAX_BYTES = env.int("DOCUMENT_MAX_BYTES", default=10 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024  # non-file request bodies

@@ -1,5 +1,3 @@
-from django.conf import settings
-from django.conf.urls.static import static
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.db import transaction
@@ -57,6 +55,8 @@ urlpatterns = [
         name="password_reset_complete",
     ),
     path("documents/", views.documents, name="documents"),
+    path("documents/<int:document_id>/download", views.download, name="download"),
+    path("shared/<str:token>", views.shared_download, name="shared_download"),
     path("documents/<int:document_id>/file", views.replace_file, name="replace_file"),
     path("documents/<int:document_id>/delete", views.delete_document, name="delete_document"),
     path("documents/<int:document_id>/share", views.share_document, name="share_document"),
@@ -68,7 +68,3 @@ urlpatterns = [
     path("api/", api.urls),
     path("admin/", admin.site.urls),
 ]
-
-if settings.DEBUG:
-    # Development only: in production a web server or object storage serves uploads.
-    urlpatterns += static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT)

@@ -74,7 +74,8 @@ def test_documents_upload_list_replace_share_delete(api, alice, media_root):
     document = response.json()
     assert document["title"] == "Notes" and document["size"] == 11
     assert (media_root / document["file"]).read_bytes() == b"hello world"
-    assert document["url"].endswith(document["file"])
+    assert document["url"] == f"/documents/{document['id']}/download"
+    assert "hello" not in document["file"], "stored under a random name"
 
     assert [d["id"] for d in api.get("/api/documents").json()] == [document["id"]]
 

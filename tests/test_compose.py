@@ -10,7 +10,10 @@ import os
 import subprocess
 import sys
 import time
+from email import message_from_string
+from email.policy import default
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -89,7 +92,14 @@ def test_a_user_signs_up_shares_and_cleans_up_and_every_effect_is_done(stack):
     assert replaced.status_code == 200, replaced.text
     shared = client.post(f"/api/documents/{document['id']}/share", {"email": "friend@example.org"})
     assert shared.status_code == 202
-    wait_for(lambda: emails_to("friend@example.org"), timeout=60, what="the share email")
+    [email] = wait_for(lambda: emails_to("friend@example.org"), timeout=60, what="the share email")
+    # The recipient's link, from the email as mailpit holds it, downloads the file as replaced.
+    raw = requests.get(f"{MAILPIT}/api/v1/message/{email['ID']}/raw", timeout=5).text
+    body = message_from_string(raw, policy=default).get_body(("plain",)).get_content()
+    [link] = [word for word in body.split() if "/shared/" in word]
+    assert link.startswith(stack["SITE_URL"] + "/shared/")
+    download = requests.get(WEB + urlsplit(link).path, timeout=10)
+    assert download.status_code == 200 and download.content == b"v2"
     assert client.delete(f"/api/documents/{document['id']}").status_code == 204
     wait_for(client.all_done, timeout=60, what="every effect done")
     assert "step=done" in compose("logs", "worker")

@@ -2,6 +2,8 @@
 process on a real Redis, and a real SMTP sink on loopback. No eager mode: every effect crosses the
 broker and runs in the worker process."""
 
+from urllib.parse import urlsplit
+
 import pytest
 import requests
 from django.conf import settings
@@ -113,7 +115,9 @@ def test_upload_replace_delete_cleans_files_and_keeps_counters_right(browser, me
     wait_for(browser.all_done, what="every effect to finish")
 
 
-def test_sharing_emails_the_recipient(browser, smtp_sink):
+def test_sharing_emails_the_recipient_a_link_that_downloads_the_file(
+    browser, live_server, smtp_sink
+):
     browser.sign_up("kim")
     browser.sign_in("kim")
     document = browser.upload(
@@ -125,7 +129,11 @@ def test_sharing_emails_the_recipient(browser, smtp_sink):
     assert response.status_code == 202
     [message] = wait_for(lambda: smtp_sink.to("friend@example.org"), what="the share email")
     assert message["Subject"] == "kim shared “Recipe” with you"
-    assert document["url"] in message.get_body(("plain",)).get_content()
+    [link] = [w for w in message.get_body(("plain",)).get_content().split() if "/shared/" in w]
+    # The recipient has no account: the signed link alone downloads the file.
+    download = requests.get(live_server.url + urlsplit(link).path, timeout=10)
+    assert download.status_code == 200 and download.content == b"salt"
+    assert download.headers["Content-Disposition"] == 'attachment; filename="r.txt"'
 
 
 def test_an_email_change_tells_the_old_address_and_confirms_the_new_one(browser, smtp_sink):
