@@ -10,7 +10,7 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from devtools.processes import ROOT, wait_for
-from notifications.models import FailedLogin
+from notifications.models import Document, FailedLogin
 from tests.factories import PASSWORD, make_user
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -103,7 +103,11 @@ def test_upload_replace_delete_update_counters_and_remove_files(page, media_root
     page.get_by_label("File", exact=True).set_input_files(str(first))
     page.get_by_role("button", name="Upload").click()
     assert page.get_by_role("status").get_by_text("Uploaded “Plan”.").is_visible()
-    stored = sorted(p for p in (media_root / "documents").rglob("plan*.txt"))[-1]
+    stored = media_root / Document.objects.get(title="Plan").file.name
+    assert stored.read_bytes() == b"first version"
+    with page.expect_download() as download:  # the title is the owner's download link
+        page.get_by_role("link", name="Plan").click()
+    assert download.value.suggested_filename == "plan.txt"
 
     page.goto("/activity/")
     wait_for(lambda: page.locator("#document-count").inner_text() == "1", what="document count 1")
@@ -115,12 +119,13 @@ def test_upload_replace_delete_update_counters_and_remove_files(page, media_root
     page.get_by_label("New file for Plan").set_input_files(str(second))
     page.get_by_role("button", name="Replace").click()
     wait_for(lambda: not stored.exists(), what="the replaced file to be deleted")
+    replaced = media_root / Document.objects.get(title="Plan").file.name
     shot(page, "documents")
 
     page.get_by_role("button", name="Delete").click()
     page.goto("/activity/")
     wait_for(lambda: page.locator("#document-count").inner_text() == "0", what="document count 0")
-    assert not list((media_root / "documents").rglob("plan-v2*.txt"))
+    assert not replaced.exists()
     assert page.locator('tr[data-task="delete_stored_file"][data-status="done"]').count() == 2
 
 
