@@ -15,6 +15,7 @@ from notifications import tasks
 from offload import ledger
 from offload.models import Effect
 from tests.factories import make_document, make_user
+from tests.postgres import backend_pid, waiting_on_a_lock
 
 pytestmark = [pytest.mark.django_db, pytest.mark.ledger]
 
@@ -125,16 +126,9 @@ def test_a_coalesced_effect_cannot_be_claimed_before_the_change_commits():
     worker_pid, claims = [], []
 
     def claim_from_another_connection():
-        worker_pid.append(connection.cursor().connection.info.backend_pid)
+        worker_pid.append(backend_pid())
         claims.append(ledger.claim(pending.pk, "refresh_profile_counters"))
         connection.close()
-
-    def waiting_on_a_lock() -> bool:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", worker_pid
-            )
-            return cursor.fetchone() == ("Lock",)
 
     worker = threading.Thread(target=claim_from_another_connection)
     with transaction.atomic():
@@ -142,7 +136,7 @@ def test_a_coalesced_effect_cannot_be_claimed_before_the_change_commits():
         assert Effect.objects.filter(task="refresh_profile_counters").count() == 1
         worker.start()
         wait_for(lambda: worker_pid, what="the worker's connection")
-        wait_for(waiting_on_a_lock, what="the claim to wait on the twin's row lock")
+        wait_for(lambda: waiting_on_a_lock(worker_pid[0]), what="the claim to wait on the lock")
         assert claims == [], "the effect was claimed while the change was uncommitted"
     worker.join(timeout=20)
     assert claims[0] is not None and claims[0].attempt == 1

@@ -20,6 +20,7 @@ from notifications.models import Document, Profile
 from notifications.signals import document_shared
 from offload.models import Effect
 from tests.factories import make_document, make_user
+from tests.postgres import backend_pid, waiting_on_a_lock
 
 pytestmark = pytest.mark.django_db
 
@@ -344,7 +345,7 @@ def test_a_document_committed_while_the_account_closes_goes_with_it(media_root):
     closer_pid, errors = [], []
 
     def close_from_another_connection():
-        closer_pid.append(connection.cursor().connection.info.backend_pid)
+        closer_pid.append(backend_pid())
         try:
             services.close_account(owner)
         except Exception as exc:  # noqa: BLE001 - reported by the assertion below
@@ -352,20 +353,16 @@ def test_a_document_committed_while_the_account_closes_goes_with_it(media_root):
         finally:
             connection.close()
 
-    def waiting_on_a_lock() -> bool:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", closer_pid
-            )
-            return cursor.fetchone() == ("Lock",)
-
     closer = threading.Thread(target=close_from_another_connection)
     with transaction.atomic():  # another writer: holds the owner's profile, adds a document
         Profile.objects.select_for_update().get(user=owner)
         late = make_document(owner, name="late.txt")
         closer.start()
         wait_for(lambda: closer_pid, what="the closer's connection")
-        wait_for(waiting_on_a_lock, what="the deletion to wait on the profile's row lock")
+        wait_for(
+            lambda: waiting_on_a_lock(closer_pid[0]),
+            what="the deletion to wait on the profile's row lock",
+        )
     closer.join(timeout=20)
 
     assert errors == []
