@@ -1,6 +1,9 @@
 # The front door: `make run` and `make test` work on a fresh machine with Python >= 3.12.
 VENV := .venv
 BIN := $(VENV)/bin
+# Development and the tests run with DEBUG on; everywhere else production is the default
+# (project/settings.py). `DEBUG=false make ...` tries the production settings.
+export DEBUG ?= true
 
 # A Python >= 3.12: python3.13, python3.12 or python3 from PATH, else the newest pyenv has.
 # Each candidate is run, not just found: a pyenv shim exists even when it cannot run.
@@ -26,9 +29,6 @@ migrate: $(VENV)/.installed
 
 # Web (127.0.0.1:8000), worker, beat and Flower (127.0.0.1:5555), logs interleaved.
 # Without REDIS_URL a private Redis-compatible server is started on a free port and stopped on exit.
-# Development and the tests run with DEBUG on; everywhere else production is the default
-# (project/settings.py). DEBUG=false make ... tries the production settings.
-export DEBUG ?= true
 
 run: migrate
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m devtools.localredis -- $(BIN)/honcho start -f Procfile

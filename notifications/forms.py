@@ -74,10 +74,18 @@ class PasswordResetForm(auth_forms.PasswordResetForm):
     """Django's form and view; the email is an effect like the others (services.py)."""
 
     def get_users(self, email):
-        # Unlike Django's, also accounts without a usable password: imported ones
-        # (import_users) set their first password this way. Inactive accounts never.
-        matching = User._default_manager.filter(email__iexact=email, is_active=True)
-        return [user for user in matching if user.email.casefold() == email.casefold()]
+        # Django's, and also the accounts that never had a password and never signed in: those
+        # import_users made set their first one this way. An account whose password an admin
+        # made unusable stays shut, as do inactive ones.
+        users = list(super().get_users(email))
+        never_signed_in = User._default_manager.filter(
+            email__iexact=email, is_active=True, last_login__isnull=True
+        )
+        return users + [
+            user
+            for user in never_signed_in
+            if not user.has_usable_password() and user.email.casefold() == email.casefold()
+        ]
 
     def save(self, **kwargs) -> None:
         services.request_password_reset(self.get_users(self.cleaned_data["email"]))

@@ -42,8 +42,11 @@ INTERRUPTIONS = (*UNAVAILABLE, SoftTimeLimitExceeded)
 
 class Skip(Exception):
     """Raised by an effect's work when what it is about has gone (a user deleted before their
-    welcome email): the effect ends as ``skipped``, with the message as its reason, never as
-    ``done``. An atomic effect's writes before it are rolled back."""
+    welcome email): the effect ends as ``skipped``, with ``reason``, never as ``done``. An
+    atomic effect's writes before it are rolled back."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
 
 
 # Claims that failed in a row in this process, for its pause before handing a message back.
@@ -220,7 +223,8 @@ class EffectTask(Task[..., Any]):
             fields["error"] = _describe(exc)
         if reason is not None:
             fields["reason"] = reason
-        log_step(logger, logging.WARNING if exc else logging.INFO, **fields)
+        level = logging.WARNING if exc is not None or step == "lost" else logging.INFO
+        log_step(logger, level, **fields)
 
 
 def _discard_connection() -> None:

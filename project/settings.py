@@ -2,7 +2,7 @@
 
 Production is the default: DEBUG is off unless the environment turns it on (`make run` and
 `make test` do), and then start-up refuses what would hurt a deploy (see the end of this file):
-a missing or placeholder SECRET_KEY, a missing EMAIL_URL, a password-hasher override.
+a missing or placeholder SECRET_KEY, a missing EMAIL_URL, a weak password hasher.
 Development (DEBUG=true) has defaults for everything: SQLite, console email, a local Redis.
 """
 
@@ -38,10 +38,12 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_PRELOAD = HTTPS
 if env.bool("TRUST_X_FORWARDED_PROTO", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]  # probes speak plain HTTP
-# HTTPS=false is said on purpose (compose on localhost, plain HTTP): `check --deploy` would only
-# repeat it (no HSTS, no redirect, cookies not marked secure).
-SILENCED_SYSTEM_CHECKS = [] if HTTPS else ["security.W004", "security.W008", "security.W012",
-                                            "security.W016"]  # fmt: skip
+# HTTPS=false for a site on this machine only (compose on localhost): `check --deploy` would only
+# repeat it (no HSTS, no redirect, cookies not marked secure). For any other host it still says.
+_LOCAL_ONLY = set(ALLOWED_HOSTS) <= {"127.0.0.1", "localhost", "[::1]"}
+SILENCED_SYSTEM_CHECKS = [] if HTTPS or not _LOCAL_ONLY else [
+    "security.W004", "security.W008", "security.W012", "security.W016"
+]  # fmt: skip
 # Absolute base for links in emails: workers have no request to build them from.
 SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000").rstrip("/")
 
@@ -307,11 +309,18 @@ LOGGING = {
         "plain": {"format": "%(asctime)s %(levelname)s [%(processName)s] %(name)s: %(message)s"},
         "json": {"()": "project.logs.JSONFormatter"},
     },
+    "filters": {"bearer_links": {"()": "project.logs.RedactBearerLinks"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    # runserver's request lines: share and reset links redacted (gunicorn: gunicorn.conf.py).
+    "loggers": {"django.server": {"filters": ["bearer_links"]}},
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
+# GET /readyz reuses its answer this long, per web process (offload/conf.py).
+READYZ_CACHE_SECONDS = env.float(
+    "READYZ_CACHE_SECONDS", default=EFFECT_DEFAULTS["READYZ_CACHE_SECONDS"]
+)
 # GET /metrics (Prometheus) answers only with "Authorization: Bearer <METRICS_TOKEN>"; with no
 # token set it is closed.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
@@ -359,8 +368,8 @@ def _refusal() -> str | None:
             "EMAIL_URL is not set: where should email go? smtp://user:password@host:port, or"
             " consolemail:// to print it (or DEBUG=true to develop)"
         )
-    if "PASSWORD_HASHERS" in env:
-        return "PASSWORD_HASHERS is a test-speed override (weak hashing): unset it in production"
+    if weak := [h for h in PASSWORD_HASHERS if "MD5" in h or "SHA1" in h]:
+        return f"PASSWORD_HASHERS names a weak, test-speed hasher ({weak[0]}): unset it"
     return None
 
 

@@ -118,22 +118,32 @@ def test_the_image_is_multi_stage_and_runs_unprivileged():
     assert "collectstatic" in dockerfile and "PYTHONUNBUFFERED=1" in dockerfile
 
 
-@pytest.mark.parametrize("https", ["true", "false"])  # false: compose on localhost, plain HTTP
-def test_deployment_checks_pass_with_production_settings(https):
+@pytest.mark.parametrize(
+    ("https", "hosts", "passes"),
+    [
+        ("true", "offload.example.com", True),
+        ("false", "localhost,127.0.0.1", True),  # compose on this machine, plain HTTP
+        ("false", "offload.example.com", False),  # a real host without TLS: the checks say so
+    ],
+)
+def test_deployment_checks_pass_with_production_settings(https, hosts, passes):
     env = {
         **os.environ,
         "DEBUG": "false",
         "HTTPS": https,
         "SECRET_KEY": secrets.token_urlsafe(48),
-        "ALLOWED_HOSTS": "offload.example.com",
-        "EMAIL_URL": "smtp+tls://mailer:secret@smtp.example.com:587",  # console mail is dev-only
+        "ALLOWED_HOSTS": hosts,
+        "EMAIL_URL": "smtp+tls://mailer:secret@smtp.example.com:587",
     }
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
         cwd=ROOT, env=env, capture_output=True, text=True,
     )  # fmt: skip
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "no issues" in result.stdout
+    assert (result.returncode == 0) == passes, result.stdout + result.stderr
+    if passes:
+        assert "no issues" in result.stdout
+    else:
+        assert "security.W008" in result.stderr  # SECURE_SSL_REDIRECT
 
 
 PRODUCTION = {"SECRET_KEY": secrets.token_urlsafe(48), "EMAIL_URL": "smtp://mail.example.com:25"}

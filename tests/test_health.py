@@ -2,13 +2,18 @@
 private Redis that the tests stop and start."""
 
 import json
+import logging
 
 import pytest
 import requests
+from django.contrib.auth.tokens import default_token_generator
+from django.utils.encoding import force_bytes
+from django.utils.http import urlsafe_base64_encode
 
 from devtools.localredis import LocalRedis
 from devtools.processes import start_web, start_worker, wait_for
 from tests.client import ApiClient
+from tests.factories import make_document, make_user
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -154,3 +159,30 @@ def test_the_worker_logs_one_json_line_per_step(stack):
     assert steps == [("send_welcome_email", "started"), ("send_welcome_email", "done")]
     done = next(line for line in lines if line["step"] == "done")
     assert {"effect", "user", "attempt", "duration_ms", "time", "level"} <= set(done)
+
+
+def test_access_logs_never_show_a_share_or_reset_token(stack):
+    """gunicorn (gunicorn.conf.py) logs every request line: a share link and a password reset
+    link grant what they name to whoever reads them, so their tokens are redacted."""
+    user = make_user("logged")
+    share = make_document(user).share_token()
+    uid, reset = (
+        urlsafe_base64_encode(force_bytes(user.pk)),
+        default_token_generator.make_token(user),
+    )
+    assert get(stack, f"/shared/{share}").status_code == 200
+    assert get(stack, f"/password/reset/{uid}/{reset}/", allow_redirects=False).status_code == 302
+
+    log = wait_for(
+        lambda: (
+            (text := stack["web"].log()) and f"/password/reset/{uid}/[redacted]/" in text and text
+        ),
+        what="both request lines in the access log",
+    )
+    assert "/shared/[redacted]" in log
+    assert share not in log and reset not in log
+
+
+def test_runserver_request_lines_are_redacted_too(caplog):
+    logging.getLogger("django.server").info('"%s" %s %s', "GET /shared/abc:1x:sig HTTP/1.1", 200, 5)
+    assert '"GET /shared/[redacted] HTTP/1.1" 200 5' in caplog.text and "abc:1x" not in caplog.text

@@ -4,6 +4,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
+from django.utils import timezone
 
 from notifications.models import Document
 from offload.models import Effect
@@ -192,6 +193,14 @@ def test_a_password_reset_is_an_effect_and_says_the_same_for_any_address(client)
         assert response.status_code == 302 and response.url == "/password/reset/sent/"
     resets = Effect.objects.filter(task="send_password_reset_email").order_by("pk")
     assert [e.args for e in resets] == [{"user_id": known.pk}, {"user_id": imported.pk}]
+
+    shut = make_user("shut", email="shut@example.com", last_login=timezone.now())
+    shut.set_unusable_password()  # an admin closed it: a reset must not reopen it
+    shut.save()
+    make_user("inactive", email="inactive@example.com", is_active=False)
+    for address in ("shut@example.com", "inactive@example.com"):
+        assert client.post("/password/reset/", {"email": address}).status_code == 302
+    assert Effect.objects.filter(task="send_password_reset_email").count() == 2
     assert "Forgot your password?" in client.get("/login/").content.decode()
 
 
@@ -255,6 +264,7 @@ def test_a_share_link_downloads_the_shared_file_until_it_expires(signed_in, sett
     settings.SHARE_LINK_MAX_AGE = timedelta(seconds=-1)
     expired = anonymous.get(link)
     assert expired.status_code == 410 and "expired" in expired.content.decode()
+    assert "sandbox" not in expired["Content-Security-Policy"], "a page of the site, styled"
     settings.SHARE_LINK_MAX_AGE = timedelta(days=7)
 
     document.file = SimpleUploadedFile("v2.txt", b"new")

@@ -1,0 +1,3 @@
+# Read by gunicorn from the directory it starts in (the repository, /app in the image).
+# Access lines never show a share or password-reset link's token (project/logs.py).
+logger_class = "project.logs.RedactedAccessLog"
