@@ -66,14 +66,22 @@ def delivery_figures(sink, prefix: str, expected: int) -> dict:
 
 
 def all_emails(sink, prefix: str, expected: int):
-    """A wait_for predicate and its diagnosis: ``expected`` recipients have their email."""
+    """A wait_for predicate and its diagnosis: ``expected`` recipients have their email and
+    every welcome effect says done. Both, because a worker killed between the SMTP server's
+    250 and its "done" leaves the email delivered and the effect running until its lease
+    expires and another worker takes it over."""
+    rows = Effect.objects.filter(task="send_welcome_email", user__username__startswith=prefix)
+
+    def done() -> bool:
+        return len(emails_by_recipient(sink, prefix)) == expected and (
+            not rows.exclude(status="done").exists()
+        )
 
     def diagnose() -> str:
-        rows = Effect.objects.filter(task="send_welcome_email", user__username__startswith=prefix)
         stuck = rows.exclude(status="done").values_list("pk", "status", "attempts", "last_error")
         return f"{len(emails_by_recipient(sink, prefix))} of {expected}; not done: {list(stuck)}"
 
-    return (lambda: len(emails_by_recipient(sink, prefix)) == expected), diagnose
+    return done, diagnose
 
 
 def timed_sign_ups(client: ApiClient, prefix: str, count: int, per_second: float, during=None):
