@@ -26,6 +26,7 @@ from pydantic import Field
 from offload.models import Effect
 
 from . import forms, services
+from .limits import limited
 from .models import Document, LoginActivity
 from .security import lockout_response, password_confirmed
 from .selectors import profile_of
@@ -178,7 +179,8 @@ def csrf(request):
     return {"csrftoken": get_token(request)}
 
 
-@api.post("/users", response={201: UserOut, 400: Error, 403: Error, 409: Error})
+@api.post("/users", response={201: UserOut, 400: Error, 403: Error, 409: Error, 429: Error})
+@limited("sign_up")
 def create_user(request, payload: SignUpIn):
     require_csrf(request)
     form = forms.SignUpForm(payload.dict())
@@ -293,9 +295,10 @@ def delete_document(request, document_id: DocumentId):
 
 @api.post(
     "/documents/{document_id}/share",
-    response={202: Accepted, 400: Error, 404: Error},
+    response={202: Accepted, 400: Error, 404: Error, 429: Error},
     auth=django_auth,
 )
+@limited("share")
 def share_document(request, document_id: DocumentId, payload: ShareIn):
     document = get_object_or_404(Document, pk=document_id, owner=request.auth)
     form = forms.ShareForm(payload.dict())

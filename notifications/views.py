@@ -18,6 +18,7 @@ from django.views.decorators.http import require_POST
 from offload.models import Effect
 
 from . import forms, services
+from .limits import limited
 from .models import SHARE_LINK_SALT, Document, LoginActivity
 from .security import lockout_response, password_confirmed
 from .selectors import profile_of
@@ -27,6 +28,7 @@ def home(request):
     return render(request, "notifications/home.html")
 
 
+@limited("sign_up")
 def signup(request):
     form = forms.SignUpForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
@@ -129,6 +131,7 @@ def delete_document(request, document_id: int):
 
 @login_required
 @require_POST
+@limited("share")
 def share_document(request, document_id: int):
     document = get_object_or_404(Document, pk=document_id, owner=request.user)
     form = forms.ShareForm(request.POST)

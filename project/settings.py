@@ -212,6 +212,17 @@ AXES_LOCKOUT_CALLABLE = "notifications.security.lockout_response"
 # X-Forwarded-For is trusted only through this many proxies of ours (0: not at all).
 TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
 
+# Abuse limits (notifications/limits.py), per hour: each of these sends an email to an address
+# the client chose. 0 turns a limit off; in development (DEBUG) they are off unless set, since
+# a developer, a test or a load run signs up hundreds of users from 127.0.0.1.
+RATE_LIMITS = {
+    "sign_up": {"ip": env.int("SIGN_UPS_PER_IP_PER_HOUR", default=0 if DEBUG else 20)},
+    "share": {
+        "user": env.int("SHARES_PER_USER_PER_HOUR", default=0 if DEBUG else 50),
+        "ip": env.int("SHARES_PER_IP_PER_HOUR", default=0 if DEBUG else 100),
+    },
+}
+
 # --- Celery (read by project/celery.py through the CELERY_ namespace) -------------------------
 TCP_KEEPALIVE_OPTIONS = {
     getattr(socket, name): value
@@ -281,6 +292,22 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "socket_keepalive": True,
     "socket_keepalive_options": TCP_KEEPALIVE_OPTIONS,
 }
+# The abuse limits' counters (notifications/limits.py) live in Redis, so that every web process
+# shares them; a Redis that does not answer within 0.25 s leaves them unchecked (they fail open),
+# never a request waiting. Elsewhere the default per-process memory cache.
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "limits": (
+        {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": {"socket_connect_timeout": 0.25, "socket_timeout": 0.25},
+        }
+        if REDIS_URL.startswith(("redis://", "rediss://"))
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "limits"}
+    ),
+}
+
 # One queue per kind of effect, so a slow SMTP server never delays file cleanup. A worker
 # started with no -Q consumes all of them.
 EFFECT_QUEUES = ("emails", "files", "records")
