@@ -13,7 +13,7 @@ from django.core.exceptions import ObjectDoesNotExist, SuspiciousOperation, Vali
 from django.db import InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
-from . import ledger
+from . import ledger, metrics
 from .conf import conf
 from .lease import LeaseLost, heartbeat
 from .ledger import Claim, current_claim
@@ -135,7 +135,7 @@ class EffectTask(Task[..., Any]):
             # The earlier attempts never finished (their worker died, or the time limit killed
             # them): give up rather than run it forever.
             return self._dead(claim, RuntimeError("earlier attempts never finished"), started)
-        self._log(claim, "started", started)
+        self._report(claim, "started", started)
         token = current_claim.set(claim)
         try:
             with (
@@ -147,11 +147,11 @@ class EffectTask(Task[..., Any]):
                     # Another attempt took the effect over; an atomic effect's work rolls back.
                     raise LeaseLost(f"effect {claim.id}: attempt {claim.attempt} was overtaken")
         except LeaseLost as exc:
-            self._log(claim, "lost", started, exc)
+            self._report(claim, "lost", started, exc)
             return "lost"
         except Skip as skipped:
             step = "skipped" if ledger.skip(claim, str(skipped)) else "lost"
-            self._log(claim, step, started, reason=str(skipped))
+            self._report(claim, step, started, reason=str(skipped))
             return step
         except PERMANENT_ERRORS as exc:
             return self._dead(claim, exc, started)
@@ -171,7 +171,7 @@ class EffectTask(Task[..., Any]):
             return self._settled(held, "retry", claim, started, exc)
         finally:
             current_claim.reset(token)
-        self._log(claim, "done", started)
+        self._report(claim, "done", started)
         return "done"
 
     def _claim_failed(self, effect_id: int, exc: Exception) -> Reject:
@@ -199,10 +199,10 @@ class EffectTask(Task[..., Any]):
         """Log what a retry or dead-letter write did: nothing ("lost") when another attempt
         had taken the effect over, since every write of an attempt is fenced by its number."""
         step = step if held else "lost"
-        self._log(claim, step, started, exc)
+        self._report(claim, step, started, exc)
         return step
 
-    def _log(
+    def _report(
         self,
         claim: Claim,
         step: str,
@@ -210,14 +210,18 @@ class EffectTask(Task[..., Any]):
         exc: BaseException | None = None,
         reason: str | None = None,
     ) -> None:
-        """One line per lifecycle step: started, then done, skipped, retry, dead or lost."""
+        """One log line per lifecycle step: started, then done, skipped, retry, dead or lost;
+        an attempt that ended (all but started and lost) is also counted for /metrics."""
+        seconds = time.perf_counter() - started
+        if step in metrics.OUTCOMES:
+            metrics.observe(claim, step, seconds)
         fields: dict[str, Any] = {
             "effect": claim.id,
             "task": self.name,
             "user": claim.user_id,
             "attempt": claim.attempt,
             "step": step,
-            "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+            "duration_ms": round(seconds * 1000, 1),
         }
         if exc is not None:
             fields["error"] = _describe(exc)

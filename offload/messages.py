@@ -78,7 +78,7 @@ def message(task_name: str, effect_id: int) -> tuple[str, bytes]:
 
 
 @cache
-def _client(pid: int) -> Any:
+def client(pid: int) -> Any:
     """This process's redis-py client of the broker, made by kombu's transport (its URL, socket
     options, TLS or Sentinel), on a connection kept for the life of the process."""
     connection = current_app.connection_for_write()
@@ -97,11 +97,11 @@ def push(effects: Iterable[tuple[str, int]]) -> None:
     messages = [message(name, effect_id) for name, effect_id in effects]
     if not messages:
         return
-    client = _client(os.getpid())
+    redis = client(os.getpid())
     if len(messages) == 1:
-        client.lpush(*messages[0])
+        redis.lpush(*messages[0])
         return
-    with client.pipeline(transaction=False) as pipe:
+    with redis.pipeline(transaction=False) as pipe:
         for queue, encoded in messages:
             pipe.lpush(queue, encoded)
         pipe.execute()

@@ -1,30 +1,98 @@
-"""GET /metrics: the ledger and the queues in Prometheus' text format, behind a bearer token.
+"""GET /metrics: Prometheus' text format, behind a bearer token. Every name starts with
+``offload_``.
 
-Everything is read at scrape time from the database and the broker, so every web process
-reports the same numbers (no per-process counters to add up).
+Two kinds of numbers, so that every web process reports the same ones:
+- state, read from the ledger and the broker at scrape time (gauges): effects by status, the
+  oldest pending one, queue depths, whether the broker answered;
+- what happened, counted by the workers as each attempt ends (counters and histograms):
+  effects finished by task and outcome, retries, attempt durations, recording-to-done latency.
+  They are kept in one Redis hash on the broker (HINCRBY, one pipelined round trip per
+  attempt), so they survive the daily prune and add up across workers and hosts. Redis losing
+  its data resets them, which Prometheus' ``rate()`` and ``increase()`` take as a restart.
 """
 
 import hmac
+import logging
+import os
+from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
 from celery import current_app as app
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
 from kombu.exceptions import ChannelError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
-from . import ledger
+from . import ledger, messages
 from .conf import conf
+from .ledger import Claim
 from .models import Effect
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "offload_"
+KEY = "offload:metrics"  # the Redis hash of the counters: "kind|task|..." -> count
+# Upper bounds, in seconds: an attempt's run time (an email takes tens of milliseconds to
+# seconds, EFFECT_TIME_LIMIT is 60), and the time from recording to done (milliseconds when
+# idle, minutes behind a backlog).
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+# How an attempt can end: "retry" leaves its effect to another attempt, the others end it.
+OUTCOMES = ("done", "skipped", "retry", "dead")
+
+
+def observe(claim: Claim, outcome: str, seconds: float) -> None:
+    """Count an attempt that ended in ``outcome`` (done, skipped, retry or dead) after running
+    ``seconds``. Best effort: a broker that does not answer loses the count, never the effect."""
+    fields = {_field("duration", claim.task, _bucket(seconds, DURATION_BUCKETS)): 1}
+    sums = {_field("duration_sum", claim.task): seconds}
+    if outcome == "retry":
+        fields[_field("retries", claim.task)] = 1
+    else:
+        fields[_field("finished", claim.task, outcome)] = 1
+    if outcome == "done":
+        latency = max(0.0, (timezone.now() - claim.created_at).total_seconds())
+        fields[_field("latency", claim.task, _bucket(latency, LATENCY_BUCKETS))] = 1
+        sums[_field("latency_sum", claim.task)] = latency
+    try:
+        with messages.client(os.getpid()).pipeline(transaction=False) as pipe:
+            for field, count in fields.items():
+                pipe.hincrby(KEY, field, count)
+            for field, total in sums.items():
+                pipe.hincrbyfloat(KEY, field, total)
+            pipe.execute()
+    except Exception as exc:  # noqa: BLE001 - whatever the broker raised: the count is lost
+        logger.warning("effect=%s metrics not counted: %s", claim.id, exc)
+
+
+def _field(*parts: object) -> str:
+    return "|".join(map(str, parts))
+
+
+def _bucket(value: float, bounds: tuple[float, ...]) -> str:
+    """The smallest bound that holds ``value`` ("+Inf" past the last)."""
+    return next((_le(bound) for bound in bounds if value <= bound), "+Inf")
+
+
+def _le(bound: float) -> str:
+    return str(float(bound))
 
 
 class LedgerCollector(Collector):
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         effects = GaugeMetricFamily(
-            "effects", "Effects in the ledger, by status and task.", labels=["status", "task"]
+            PREFIX + "effects",
+            "Effects in the ledger now, by status and task (done and skipped ones until pruned).",
+            labels=["status", "task"],
         )
         rows = Effect.objects.values_list("status", "task").annotate(n=Count("pk")).order_by()
         for status, task, count in rows:
@@ -32,7 +100,7 @@ class LedgerCollector(Collector):
         yield effects
 
         yield GaugeMetricFamily(
-            "effects_oldest_pending_seconds",
+            PREFIX + "oldest_pending_seconds",
             "Age of the oldest pending effect (0 when none is pending).",
             value=ledger.oldest_pending_seconds(),
         )
@@ -40,41 +108,86 @@ class LedgerCollector(Collector):
             status=Effect.Status.PENDING, published_at__isnull=True, retry_at__isnull=True
         )
         yield GaugeMetricFamily(
-            "effects_unpublished",
+            PREFIX + "effects_unpublished",
             "Pending effects that never reached the broker (failed publishes awaiting the relay).",
             value=unpublished.count(),
         )
         yield GaugeMetricFamily(
-            "effects_waiting_for_retry",
+            PREFIX + "effects_waiting_for_retry",
             "Pending effects whose last attempt failed, waiting for their retry time.",
             value=Effect.objects.filter(
                 status=Effect.Status.PENDING, retry_at__isnull=False
             ).count(),
         )
         yield GaugeMetricFamily(
-            "effects_dead_letters",
+            PREFIX + "dead_letters",
             "Effects that ran out of attempts and wait for a replay.",
             value=Effect.objects.filter(status=Effect.Status.DEAD).count(),
         )
-        yield from self.queues()
+        yield from self.broker()
 
-    def queues(self) -> Iterator[GaugeMetricFamily]:
+    def broker(self) -> Iterator[Metric]:
         depth = GaugeMetricFamily(
-            "celery_queue_depth", "Messages waiting per queue.", labels=["queue"]
+            PREFIX + "queue_depth", "Messages waiting per queue.", labels=["queue"]
         )
         try:
             with app.connection_for_read() as connection:
-                channel = connection.default_channel
+                channel: Any = connection.default_channel  # kombu's Redis channel (untyped)
                 for queue in queue_names():
                     depth.add_metric([queue], queue_depth(channel, queue))
+                counts = channel.client.hgetall(KEY)
             up = 1
         except Exception:  # noqa: BLE001 - the broker being down is itself the measurement
             up = 0
         yield GaugeMetricFamily(
-            "celery_broker_up", "1 when the broker answered this scrape.", value=up
+            PREFIX + "broker_up", "1 when the broker answered this scrape.", value=up
         )
         if up:
             yield depth
+            yield from counters({key.decode(): value.decode() for key, value in counts.items()})
+
+
+def counters(stored: dict[str, str]) -> Iterator[Metric]:
+    """The counters and histograms from the Redis hash that ``observe`` fills."""
+    finished = CounterMetricFamily(
+        PREFIX + "effects_finished",
+        "Effects that ended, by task and outcome (done, skipped, dead).",
+        labels=["task", "outcome"],
+    )
+    retries = CounterMetricFamily(
+        PREFIX + "effect_retries",
+        "Attempts that failed and left their effect to be tried again.",
+        labels=["task"],
+    )
+    buckets: dict[str, dict[str, dict[str, int]]] = defaultdict(lambda: defaultdict(dict))
+    sums: dict[str, dict[str, float]] = defaultdict(dict)
+    for field, value in sorted(stored.items()):
+        kind, task, *rest = field.split("|")
+        if kind == "finished":
+            finished.add_metric([task, rest[0]], int(value))
+        elif kind == "retries":
+            retries.add_metric([task], int(value))
+        elif kind.endswith("_sum"):
+            sums[kind.removesuffix("_sum")][task] = float(value)
+        else:
+            buckets[kind][task][rest[0]] = int(value)
+    yield finished
+    yield retries
+    for kind, bounds, help_text in (
+        ("duration", DURATION_BUCKETS, "Run time of attempts, by task, whatever their outcome."),
+        ("latency", LATENCY_BUCKETS, "From an effect's recording (in the transaction that "
+         "caused it) to its done, by task."),
+    ):  # fmt: skip
+        histogram = HistogramMetricFamily(
+            PREFIX + f"effect_{kind}_seconds", help_text, labels=["task"]
+        )
+        for task, counts in sorted(buckets[kind].items()):
+            cumulative, running = [], 0
+            for bound in [*map(_le, bounds), "+Inf"]:
+                running += counts.get(bound, 0)
+                cumulative.append((bound, running))
+            histogram.add_metric([task], cumulative, sum_value=sums[kind].get(task, 0.0))
+        yield histogram
 
 
 def queue_names() -> list[str]:

@@ -30,6 +30,7 @@ from django.core.files.base import ContentFile
 from django.core.management import call_command
 from django.db import transaction
 from django.utils import timezone
+from prometheus_client import generate_latest
 
 from devtools import localpg
 from devtools.localpg import LocalPostgres
@@ -37,12 +38,19 @@ from devtools.localredis import LocalRedis, free_port
 from devtools.processes import ROOT, Service, start_web, start_worker, wait_for
 from notifications import services, tasks
 from notifications.models import FailedLogin
+from offload import metrics
 from offload.models import Effect
 from offload.relay import marker_key
 from tests.client import ApiClient
 from tests.factories import PASSWORD, make_document, make_user
+from tests.scrape import Scrape
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+
+def scrape() -> Scrape:
+    """/metrics as this process's own collector answers it (the workers' Redis)."""
+    return Scrape(generate_latest(metrics.registry).decode())
 
 
 def emails_by_recipient(sink, prefix: str) -> dict[str, Counter]:
@@ -630,6 +638,8 @@ def test_a_poison_effect_is_dead_lettered_and_a_replay_runs_it_once(
     owner = make_user("k5-owner")
     document = make_document(owner)
     smtp_sink.refuse.add("k5-poison@example.com")
+    share = {"task": "send_share_email"}
+    before = scrape()
     # No backoff between attempts: what is under test is the count of attempts and the
     # replay, not the waiting (which would add up to a minute here).
     worker = start_worker({**worker_env, "EFFECT_RETRY_BACKOFF": "0"}, tmp_path / "worker.log")
@@ -639,6 +649,7 @@ def test_a_poison_effect_is_dead_lettered_and_a_replay_runs_it_once(
         effect = Effect.objects.get(task="send_share_email", user=owner)
         wait_for(lambda: Effect.objects.get(pk=effect.pk).status == "dead", what="the dead letter")
         dead = Effect.objects.get(pk=effect.pk)
+        counted = scrape()
         runs = sum(
             f"effect={effect.pk} " in line and "step=started" in line
             for line in Path(worker.log_path).read_text().splitlines()
@@ -657,6 +668,12 @@ def test_a_poison_effect_is_dead_lettered_and_a_replay_runs_it_once(
         last_error=dead.last_error[:60], emails_after_replay=sum(delivered.values()),
     )  # fmt: skip
     assert dead.attempts == runs == 5
+    for sample, labels, more in (
+        ("offload_effect_retries_total", share, 4),
+        ("offload_effects_finished_total", share | {"outcome": "dead"}, 1),
+        ("offload_dead_letters", {}, 1),
+    ):
+        assert counted(sample, **labels) - before(sample, **labels) == more, sample
     assert dead.last_error.startswith("SMTPRecipientsRefused")
     assert Effect.objects.filter(status="dead").count() == 0
     assert sum(delivered.values()) == 1

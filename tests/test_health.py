@@ -3,17 +3,22 @@ private Redis that the tests stop and start."""
 
 import json
 import logging
+from datetime import timedelta
 
 import pytest
 import requests
 from django.contrib.auth.tokens import default_token_generator
+from django.core.management import call_command
+from django.utils import timezone
 from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 
 from devtools.localredis import LocalRedis
 from devtools.processes import start_web, start_worker, wait_for
+from offload.models import Effect
 from tests.client import ApiClient
 from tests.factories import make_document, make_user
+from tests.scrape import Scrape
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -53,13 +58,6 @@ def failing(stack) -> list[str]:
     names = response.json()["failing"]
     assert (response.status_code == 503) == bool(names), response.text
     return names
-
-
-def metric(text: str, name: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(name + " "):  # name may carry labels: effects{status="done",...}
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 def test_healthz_answers_while_the_process_runs(stack):
@@ -122,24 +120,59 @@ def test_metrics_need_the_token(stack):
     assert get(stack, "/metrics").status_code == 401
     wrong = get(stack, "/metrics", headers={"Authorization": "Bearer nope"})
     assert wrong.status_code == 401
-    assert "Unauthorized" in wrong.text and "effects" not in wrong.text
+    assert "Unauthorized" in wrong.text and "offload_" not in wrong.text
 
 
-def test_metrics_move_when_effects_run(stack):
-    auth = {"Authorization": f"Bearer {TOKEN}"}
-    done = 'effects{status="done",task="send_welcome_email"}'
-    before = metric(get(stack, "/metrics", headers=auth).text, done)
+def scrape(stack) -> Scrape:
+    response = get(stack, "/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert response.status_code == 200, response.text
+    return Scrape(response.text)
 
-    assert ApiClient(stack["web"].url).sign_up("metrics-1").status_code == 201
-    text = wait_for(
+
+def test_metrics_count_what_happened_and_keep_counting_past_the_prune(stack, smtp_sink):
+    welcome = {"task": "send_welcome_email"}
+    done = {**welcome, "outcome": "done"}
+    before = scrape(stack)
+    assert all(name.startswith("offload_") for name in before.families), list(before.families)
+    assert before("offload_broker_up") == 1
+    assert "offload_queue_depth" in before.families and before("offload_dead_letters") == 0
+
+    client = ApiClient(stack["web"].url)
+    smtp_sink.refuse.add("metrics-2@example.com")  # its first attempt fails: a retry
+    assert client.sign_up("metrics-1").status_code == 201
+    assert client.sign_up("metrics-2").status_code == 201
+    wait_for(
         lambda: (
-            (t := get(stack, "/metrics", headers=auth).text) and metric(t, done) == before + 1 and t
+            scrape(stack)("offload_effect_retries_total", **welcome)
+            == before("offload_effect_retries_total", **welcome) + 1
         ),
-        what="the done count to move",
+        what="the retry counted",
     )
-    assert metric(text, "celery_broker_up") == 1
-    assert 'celery_queue_depth{queue="emails"}' in text
-    assert metric(text, "effects_dead_letters") == 0
+    smtp_sink.refuse.clear()
+    after = wait_for(
+        lambda: (
+            (now := scrape(stack))("offload_effects_finished_total", **done)
+            == before("offload_effects_finished_total", **done) + 2
+            and now
+        ),
+        what="both done, counted",
+    )
+    for histogram, attempts in (("duration", 3), ("latency", 2)):
+        name = f"offload_effect_{histogram}_seconds"
+        count = after(f"{name}_count", **welcome) - before(f"{name}_count", **welcome)
+        assert count == attempts, name  # every attempt has a duration, every done a latency
+        assert after(f"{name}_bucket", **welcome, le="+Inf") == after(f"{name}_count", **welcome)
+        assert after(f"{name}_sum", **welcome) > before(f"{name}_sum", **welcome)
+
+    # The daily prune deletes done effects: the state drops, the count of what happened stays.
+    old = timezone.now() - timedelta(days=30)
+    Effect.objects.filter(status="done").update(created_at=old, finished_at=old)
+    call_command("effects", "prune")
+    pruned = scrape(stack)
+    assert pruned("offload_effects", status="done", **welcome) == 0
+    assert pruned("offload_effects_finished_total", **done) == after(
+        "offload_effects_finished_total", **done
+    )
 
 
 def test_the_worker_logs_one_json_line_per_step(stack):
