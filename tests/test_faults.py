@@ -649,7 +649,22 @@ def test_a_poison_effect_is_dead_lettered_and_a_replay_runs_it_once(
         effect = Effect.objects.get(task="send_share_email", user=owner)
         wait_for(lambda: Effect.objects.get(pk=effect.pk).status == "dead", what="the dead letter")
         dead = Effect.objects.get(pk=effect.pk)
-        counted = scrape()
+        expected = {
+            ("offload_effect_retries_total", "retry"): 4,
+            ("offload_effects_finished_total", "dead"): 1,
+            ("offload_dead_letters", None): 1,
+        }
+
+        def counted() -> dict:
+            now = scrape()
+            labels = {"retry": share, "dead": share | {"outcome": "dead"}, None: {}}
+            return {
+                (name, kind): now(name, **labels[kind]) - before(name, **labels[kind])
+                for name, kind in expected
+            }
+
+        # Each worker process writes its counts every second: wait for the last of them.
+        wait_for(lambda: counted() == expected, what="the attempts counted", diagnose=counted)
         runs = sum(
             f"effect={effect.pk} " in line and "step=started" in line
             for line in Path(worker.log_path).read_text().splitlines()
@@ -668,12 +683,6 @@ def test_a_poison_effect_is_dead_lettered_and_a_replay_runs_it_once(
         last_error=dead.last_error[:60], emails_after_replay=sum(delivered.values()),
     )  # fmt: skip
     assert dead.attempts == runs == 5
-    for sample, labels, more in (
-        ("offload_effect_retries_total", share, 4),
-        ("offload_effects_finished_total", share | {"outcome": "dead"}, 1),
-        ("offload_dead_letters", {}, 1),
-    ):
-        assert counted(sample, **labels) - before(sample, **labels) == more, sample
     assert dead.last_error.startswith("SMTPRecipientsRefused")
     assert Effect.objects.filter(status="dead").count() == 0
     assert sum(delivered.values()) == 1
