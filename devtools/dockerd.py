@@ -7,13 +7,14 @@ With DOCKER_HOST already set, COMMAND runs against that engine (which pulls the 
 and nothing is started. Otherwise Debian's dockerd (`apt-get install docker.io`) is started as
 root with a private data root, exec root, pid file and socket, and stopped by its pid afterwards.
 Its base images are built from Debian packages under the tags the Dockerfile and
-docker-compose.yml use (devtools/standins/; a tag the engine has already is reused):
-python:3.13-slim and postgres:17-alpine from Debian trixie's python3.13 and postgresql-17,
-redis:7.4-alpine from its redis-server (8.0), and axllent/mailpit:v1.27, a small SMTP and HTTP
-stand-in (no mailpit build is reachable here). About a minute, from a debootstrap of trixie.
+docker-compose.yml name, read from those files (devtools/standins/; a tag the engine has
+already is reused): python and postgres from Debian trixie's python3.13 and postgresql-17,
+redis from its redis-server (8.0), and axllent/mailpit, a small SMTP and HTTP stand-in (no
+mailpit build is reachable here). About a minute, from a debootstrap of trixie.
 """
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -23,14 +24,28 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent / "standins"
+ROOT = HERE.parent.parent
 BASE = "local/trixie-base"
 DEBIAN = "http://deb.debian.org/debian"
-STANDINS = {  # tag -> folder in devtools/standins, in build order (mailpit is FROM python)
-    "python:3.13-slim": "python",
-    "redis:7.4-alpine": "redis",
-    "postgres:17-alpine": "postgres",
-    "axllent/mailpit:v1.27": "mailpit",
+STANDINS = {  # image -> folder in devtools/standins, in build order (mailpit is FROM python)
+    "python": "python",
+    "redis": "redis",
+    "postgres": "postgres",
+    "axllent/mailpit": "mailpit",
 }
+
+
+def standin_tags() -> dict[str, str]:
+    """Tag -> stand-in folder, for each base image the Dockerfile or docker-compose.yml names:
+    a bumped tag (a Redis security release) gets its stand-in with no edit here."""
+    text = (ROOT / "Dockerfile").read_text() + (ROOT / "docker-compose.yml").read_text()
+    named = re.findall(r"^\s*(?:FROM|image:)\s+(\S+)", text, flags=re.MULTILINE)
+    tags = {}
+    for image in STANDINS:
+        for tag in named:
+            if tag.rpartition(":")[0] == image:
+                tags[tag] = STANDINS[image]
+    return tags
 
 
 def docker(*args: str, **kwargs) -> None:
@@ -45,7 +60,8 @@ def has_image(tag: str) -> bool:
 
 def build_standins(workdir: Path) -> None:
     """Build each stand-in whose tag the engine lacks (images already present are reused)."""
-    missing = [tag for tag in STANDINS if not has_image(tag)]
+    tags = standin_tags()
+    missing = [tag for tag in tags if not has_image(tag)]
     if not missing:
         return
     if not has_image(BASE):
@@ -59,8 +75,8 @@ def build_standins(workdir: Path) -> None:
         shutil.rmtree(rootfs)
         print(f"dockerd: {BASE} from debootstrap in {time.monotonic() - started:.0f} s", flush=True)
     for tag in missing:
-        context = workdir / STANDINS[tag]
-        shutil.copytree(HERE / STANDINS[tag], context)
+        context = workdir / tags[tag]
+        shutil.copytree(HERE / tags[tag], context)
         # This machine's HTTPS egress may be intercepted: the host's extra CAs go in the image.
         certs = context / "certs"
         certs.mkdir(exist_ok=True)

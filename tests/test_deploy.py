@@ -4,6 +4,7 @@ Django's deployment checks with production settings from the environment."""
 
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -13,6 +14,7 @@ import jsonschema
 import pytest
 import yaml
 
+from devtools.dockerd import standin_tags
 from devtools.localredis import free_port
 from devtools.processes import ROOT
 
@@ -62,6 +64,16 @@ def test_redis_is_private_persistent_and_password_protected(compose):
         assert option in command, option
     assert any(v.endswith(":/data") for v in redis["volumes"])
     assert "${REDIS_PASSWORD" in compose["x-app"]["environment"]["REDIS_URL"]
+
+
+def test_redis_is_a_precise_release_and_every_base_image_has_its_stand_in(compose):
+    """A patch release, not a moving tag (redis:7.4-alpine moved under CVE fixes), and
+    `make compose-test` builds a stand-in under every tag the files name."""
+    assert re.fullmatch(r"redis:\d+\.\d+\.\d+-alpine", compose["services"]["redis"]["image"])
+    pulled = {s["image"] for s in compose["services"].values() if "build" not in s}
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    pulled |= set(re.findall(r"^FROM (\S+)", dockerfile, flags=re.MULTILINE))
+    assert set(standin_tags()) == pulled
 
 
 def test_postgres_keeps_its_data_and_is_not_published(compose):
