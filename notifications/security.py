@@ -24,12 +24,17 @@ def client_ip(request) -> str | None:
 
 
 def lockout_response(request, original_response=None, credentials=None):
-    """429 for a locked-out sign-in: JSON for the API, a page for people."""
+    """429 for a locked-out sign-in."""
     minutes = int(settings.AXES_COOLOFF_TIME.total_seconds() // 60)
     message = f"Too many failed sign-ins. Try again in {minutes} minutes."
-    if request.path.startswith("/api/"):
-        return JsonResponse({"detail": message}, status=429)
-    return render(request, "notifications/locked_out.html", {"message": message}, status=429)
+    return refusal(request, message, "notifications/locked_out.html")
+
+
+def refusal(request, message: str, template: str, status: int = 429):
+    """A refusal: JSON for the API ({"detail", "errors"}), a page for people."""
+    if request.path_info.startswith("/api/"):
+        return JsonResponse({"detail": message, "errors": {}}, status=status)
+    return render(request, template, {"message": message}, status=status)
 
 
 def password_confirmed(request, password: str) -> bool:

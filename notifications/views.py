@@ -146,6 +146,7 @@ def share_document(request, document_id: int):
 
 
 @login_required
+@limited("email_change")
 def account(request):
     data = request.POST if request.method == "POST" else None
     form = forms.EmailForm(data, initial={"email": request.user.email})

@@ -49,7 +49,11 @@ KEY = "offload:metrics"  # the Redis hash of the counters: "kind|task|..." -> co
 # seconds, EFFECT_TIME_LIMIT is 60), and the time from recording to done (milliseconds when
 # idle, minutes behind a backlog).
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
-LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+LATENCY_BUCKETS = (
+    0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 600, 1800, 3600
+)  # fmt: skip
+# A bound may be added; one removed is folded into the next above it when read (counters()),
+# so that no count ever goes down.
 # How an attempt can end: "retry" leaves its effect to another attempt, the others end it.
 OUTCOMES = ("done", "skipped", "retry", "dead")
 
@@ -75,25 +79,32 @@ class Tally:
 
     An attempt only adds to memory (a microsecond, where a round trip to Redis would add a
     tenth of a millisecond to every effect); a thread of the process writes what gathered every
-    FLUSH_SECONDS, in one pipeline, and the worker process writes the rest as it shuts down. A
-    write that fails keeps its counts for the next one, so a Redis outage delays them. A process
-    killed outright loses at most its last FLUSH_SECONDS of counts.
+    FLUSH_SECONDS, in one MULTI/EXEC (a scrape sees all of an attempt's counts or none), and the
+    worker process writes the rest as it shuts down. A write that fails keeps its counts for the
+    next one, so a Redis outage delays them. A process killed outright loses what it had not
+    written: its last second, or all it held while Redis did not answer.
     """
 
     FLUSH_SECONDS = 1.0
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._forget()
+        os.register_at_fork(after_in_child=self._forget)  # a child counts only its own
+
+    def _forget(self) -> None:
+        self._lock = threading.Lock()  # guards the counts
+        self._flushing = threading.Lock()  # one write at a time: the thread's, or the last
         self._counts: Counter[str] = Counter()
         self._sums: defaultdict[str, float] = defaultdict(float)
-        self._pid = 0
+        self._thread: threading.Thread | None = None
+        self._failing = False
 
     def add(self, counts: dict[str, int], sums: dict[str, float]) -> None:
         with self._lock:
-            if self._pid != os.getpid():  # the first in this process (a forked child starts anew)
-                self._pid = os.getpid()
-                self._counts, self._sums = Counter(), defaultdict(float)
-                threading.Thread(target=self._run, name="offload-metrics", daemon=True).start()
+            if self._thread is None:  # the first count of this process
+                self._thread = threading.Thread(target=self._run, name="offload-metrics")
+                self._thread.daemon = True
+                self._thread.start()
             self._counts.update(counts)
             for field, total in sums.items():
                 self._sums[field] += total
@@ -104,21 +115,28 @@ class Tally:
             self.flush()
 
     def flush(self) -> None:
-        with self._lock:
-            counts, sums = self._counts, self._sums
-            self._counts, self._sums = Counter(), defaultdict(float)
-        if not counts:
-            return
-        try:
-            with messages.client(os.getpid()).pipeline(transaction=False) as pipe:
-                for field, count in counts.items():
-                    pipe.hincrby(KEY, field, count)
-                for field, total in sums.items():
-                    pipe.hincrbyfloat(KEY, field, total)
-                pipe.execute()
-        except Exception as exc:  # noqa: BLE001 - whatever the broker raised: try again later
-            logger.warning("metrics not written, kept for the next try: %s", exc)
-            self.add(counts, sums)
+        with self._flushing:
+            with self._lock:
+                counts, sums = self._counts, self._sums
+                self._counts, self._sums = Counter(), defaultdict(float)
+            if not counts:
+                return
+            try:
+                with messages.client(os.getpid()).pipeline(transaction=True) as pipe:
+                    for field, count in counts.items():
+                        pipe.hincrby(KEY, field, count)
+                    for field, total in sums.items():
+                        pipe.hincrbyfloat(KEY, field, total)
+                    pipe.execute()
+            except Exception as exc:  # noqa: BLE001 - whatever the broker raised: try again
+                if not self._failing:  # once per outage, not once a second
+                    logger.warning("metrics not written, kept until Redis answers: %s", exc)
+                self._failing = True
+                self.add(counts, sums)
+            else:
+                if self._failing:
+                    logger.info("metrics written again")
+                self._failing = False
 
 
 tally = Tally()
@@ -225,7 +243,9 @@ def counters(stored: dict[str, str]) -> Iterator[Metric]:
         elif kind.endswith("_sum"):
             sums[kind.removesuffix("_sum")][task] = float(value)
         else:
-            buckets[kind][task][rest[0]] = int(value)
+            bounds = DURATION_BUCKETS if kind == "duration" else LATENCY_BUCKETS
+            le = _bucket(float(rest[0]), bounds)  # itself, unless no longer a bound
+            buckets[kind][task][le] = buckets[kind][task].get(le, 0) + int(value)
     yield finished
     yield retries
     for kind, bounds, help_text in (

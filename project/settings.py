@@ -212,15 +212,22 @@ AXES_LOCKOUT_CALLABLE = "notifications.security.lockout_response"
 # X-Forwarded-For is trusted only through this many proxies of ours (0: not at all).
 TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
 
-# Abuse limits (notifications/limits.py), per hour: each of these sends an email to an address
-# the client chose. 0 turns a limit off; in development (DEBUG) they are off unless set, since
-# a developer, a test or a load run signs up hundreds of users from 127.0.0.1.
+
+# Abuse limits (notifications/limits.py), per hour: each of these sends an email, most to an
+# address the client chose. 0 turns a limit off; in development (DEBUG) they are off unless
+# set, since a developer, a test or a load run signs up hundreds of users from 127.0.0.1.
+def _per_hour(name: str, production: int) -> int:
+    return env.int(name, default=0 if DEBUG else production)
+
+
 RATE_LIMITS = {
-    "sign_up": {"ip": env.int("SIGN_UPS_PER_IP_PER_HOUR", default=0 if DEBUG else 20)},
+    "sign_up": {"ip": _per_hour("SIGN_UPS_PER_IP_PER_HOUR", 20)},
     "share": {
-        "user": env.int("SHARES_PER_USER_PER_HOUR", default=0 if DEBUG else 50),
-        "ip": env.int("SHARES_PER_IP_PER_HOUR", default=0 if DEBUG else 100),
+        "user": _per_hour("SHARES_PER_USER_PER_HOUR", 50),
+        "ip": _per_hour("SHARES_PER_IP_PER_HOUR", 100),
     },
+    "email_change": {"user": _per_hour("EMAIL_CHANGES_PER_USER_PER_HOUR", 10)},
+    "password_reset": {"ip": _per_hour("PASSWORD_RESETS_PER_IP_PER_HOUR", 20)},
 }
 
 # --- Celery (read by project/celery.py through the CELERY_ namespace) -------------------------

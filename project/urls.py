@@ -6,6 +6,7 @@ from django.urls import include, path
 from notifications import views
 from notifications.api import api
 from notifications.forms import PasswordResetForm
+from notifications.limits import limited
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -28,8 +29,10 @@ urlpatterns = [
     ),
     path(
         "password/reset/",
-        auth_views.PasswordResetView.as_view(
-            form_class=PasswordResetForm, template_name="notifications/password_reset.html"
+        limited("password_reset")(
+            auth_views.PasswordResetView.as_view(
+                form_class=PasswordResetForm, template_name="notifications/password_reset.html"
+            )
         ),
         name="password_reset",
     ),

@@ -30,13 +30,15 @@ class SmtpSink:
     def __init__(self):
         self.messages: list[email.message.EmailMessage] = []
         self.refuse: set[str] = set()  # recipients answered "451 try again later"
+        self.refuse_once: set[str] = set()  # the same, for their next delivery only
         self.delay = 0.0  # seconds before accepting a message, as a real server takes
         self.delays: dict[str, float] = {}  # or this long for these recipients
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if delay := self.delays.get(address):  # a slow server: slow at each step
             await asyncio.sleep(delay)
-        if address in self.refuse:
+        if address in self.refuse or address in self.refuse_once:
+            self.refuse_once.discard(address)
             return "451 4.3.0 Mailbox busy, try again later"
         envelope.rcpt_tos.append(address)
         return "250 OK"
@@ -96,6 +98,7 @@ def smtp_sink(smtp_server):
     """The sink, as a test made it behave (slow, refusing) only for that test."""
     yield smtp_server
     smtp_server.delay, smtp_server.delays, smtp_server.refuse = 0.0, {}, set()
+    smtp_server.refuse_once = set()
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,7 @@ import requests
 
 from devtools.processes import ROOT, wait_for
 from tests.client import ApiClient, upload_file
+from tests.scrape import Scrape
 
 pytestmark = pytest.mark.skipif(
     not os.environ.get("COMPOSE_TEST"), reason="runs under `make compose-test` (a Docker engine)"
@@ -124,7 +125,9 @@ def test_metrics_answer_only_with_the_token(stack):
     assert requests.get(f"{WEB}/metrics", timeout=10).status_code in (401, 403)
     headers = {"Authorization": f"Bearer {stack['METRICS_TOKEN']}"}
     response = requests.get(f"{WEB}/metrics", headers=headers, timeout=10)
-    assert response.status_code == 200 and "# TYPE effects gauge" in response.text
+    assert response.status_code == 200
+    scrape = Scrape(response.text)
+    assert scrape("offload_broker_up") == 1 and "offload_effects" in scrape.families
 
 
 def test_two_workers_share_the_work(stack):

@@ -106,6 +106,8 @@ def test_no_secret_is_committed(compose):
     ):
         assert f"{name}=" not in text and f"{name}: " not in text.replace(f"{name}: ${{", ""), name
     for line in (ROOT / ".env.example").read_text().splitlines():
+        if line.startswith("#"):  # a comment, or a setting left at its default
+            continue
         if any(word in line for word in ("PASSWORD", "SECRET", "TOKEN", "AUTH")) and "=" in line:
             assert "change-me" in line, line
     ignored = subprocess.run(["git", "check-ignore", ".env"], cwd=ROOT, capture_output=True)

@@ -138,7 +138,7 @@ def test_metrics_count_what_happened_and_keep_counting_past_the_prune(stack, smt
     assert "offload_queue_depth" in before.families and before("offload_dead_letters") == 0
 
     client = ApiClient(stack["web"].url)
-    smtp_sink.refuse.add("metrics-2@example.com")  # its first attempt fails: a retry
+    smtp_sink.refuse_once.add("metrics-2@example.com")  # its first attempt fails: a retry
     assert client.sign_up("metrics-1").status_code == 201
     assert client.sign_up("metrics-2").status_code == 201
     wait_for(
@@ -148,7 +148,6 @@ def test_metrics_count_what_happened_and_keep_counting_past_the_prune(stack, smt
         ),
         what="the retry counted",
     )
-    smtp_sink.refuse.clear()
     after = wait_for(
         lambda: (
             (now := scrape(stack))("offload_effects_finished_total", **done)
@@ -161,7 +160,6 @@ def test_metrics_count_what_happened_and_keep_counting_past_the_prune(stack, smt
         name = f"offload_effect_{histogram}_seconds"
         count = after(f"{name}_count", **welcome) - before(f"{name}_count", **welcome)
         assert count == attempts, name  # every attempt has a duration, every done a latency
-        assert after(f"{name}_bucket", **welcome, le="+Inf") == after(f"{name}_count", **welcome)
         assert after(f"{name}_sum", **welcome) > before(f"{name}_sum", **welcome)
 
     # The daily prune deletes done effects: the state drops, the count of what happened stays.

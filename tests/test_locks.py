@@ -96,11 +96,11 @@ def test_every_install_checks_the_hashes_of_a_whole_lock():
     assert "--require-hashes" in install and "-r /tmp/requirements.txt" in install
     assert "COPY requirements.txt " in dockerfile
     makefile = (ROOT / "Makefile").read_text()
-    [sync] = re.findall(r"^PIP_SYNC := (.*)$", makefile, flags=re.MULTILINE)
+    [sync] = re.findall(r"^PIP_INSTALL_LOCK := (.*)$", makefile, flags=re.MULTILINE)
     assert "--require-hashes" in sync and "--no-deps" in sync
-    installs = re.findall(r"\$\(PIP_SYNC\).* -r (\S+)$", makefile, flags=re.MULTILINE)
+    installs = re.findall(r"\$\(PIP_INSTALL_LOCK\).* -r (\S+)$", makefile, flags=re.MULTILINE)
     assert sorted(installs) == sorted(set(LOCKS) - {"requirements.txt"})
-    assert "pip install" not in makefile.replace("PIP_SYNC := $(BIN)/pip install", "")
+    assert "pip install" not in makefile.replace("PIP_INSTALL_LOCK := $(BIN)/pip install", "")
     # `make run` needs the run set only; the tools' targets the dev set.
     assert re.search(r"^migrate: \$\(RUN_SET\)$", makefile, flags=re.MULTILINE)
     for target in ("test", "lint", "bench", "compose-test", "lock"):
