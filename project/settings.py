@@ -6,6 +6,7 @@ a missing or placeholder SECRET_KEY, a missing EMAIL_URL, a weak password hasher
 Development (DEBUG=true) has defaults for everything: SQLite, console email, a local Redis.
 """
 
+import os
 import socket
 from datetime import timedelta
 from pathlib import Path
@@ -238,7 +239,24 @@ TCP_KEEPALIVE_OPTIONS = {
     )
     if hasattr(socket, name)
 }  # fmt: skip
-REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
+
+
+def _redis_of_make_run() -> str | None:
+    """The URL of the private Redis that `make run` started, while it runs (development only):
+    so that a command in a second terminal (createsuperuser, shell, effects) publishes to it."""
+    try:
+        url, pid = Path(REDIS_URL_FILE).read_text().split()
+        os.kill(int(pid), 0)  # still running (a `make run` killed outright leaves the file)
+    except (OSError, ValueError):
+        return None
+    return url
+
+
+# Where `make run` writes the URL of the Redis it started (devtools/localredis.py --announce).
+REDIS_URL_FILE = env.str("REDIS_URL_FILE", default=str(VAR_DIR / "redis.url"))
+REDIS_URL = env.str(
+    "REDIS_URL", default=(DEBUG and _redis_of_make_run()) or "redis://127.0.0.1:6379/0"
+)
 CELERY_BROKER_URL = REDIS_URL
 if REDIS_URL.startswith(("redis://", "rediss://")):
     # kombu's Redis transport with one client per channel (offload/transport.py explains).

@@ -2,6 +2,8 @@
 process on a real Redis, and a real SMTP sink on loopback. No eager mode: every effect crosses the
 broker and runs in the worker process."""
 
+import subprocess
+import sys
 from urllib.parse import urlsplit
 
 import pytest
@@ -10,7 +12,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
-from devtools.processes import wait_for
+from devtools.processes import ROOT, start_worker, wait_for
 from notifications import services
 from offload.models import Effect
 from tests.client import ApiClient, upload_file
@@ -269,3 +271,29 @@ def test_a_forgotten_password_is_reset_through_the_emailed_link(browser, live_se
     assert ApiClient(live_server.url).sign_in("ria").status_code == 401, "the old one is gone"
     [reset] = [e for e in Effect.objects.filter(task="send_password_reset_email")]
     assert reset.status == "done" and reset.args == {"user_id": reset.user_id}
+
+
+def test_a_command_in_a_second_terminal_finds_the_redis_that_make_run_started(worker_env, tmp_path):
+    """`make run` starts a private Redis on a free port and announces it (var/redis.url); a
+    manage.py command started beside it, with no REDIS_URL, publishes there: the new admin's
+    welcome email is done in seconds, not when the relay notices minutes later."""
+    announced = tmp_path / "redis.url"
+    env = {k: v for k, v in worker_env.items() if k != "REDIS_URL"}
+    env |= {"REDIS_URL_FILE": str(announced), "DEBUG": "true"}
+    make_run = [sys.executable, "-m", "devtools.localredis", "--announce", str(announced), "--"]
+    worker = start_worker(env, tmp_path / "worker.log", via=make_run)
+    try:
+        assert announced.read_text().split()[0].startswith("redis://127.0.0.1:")
+        created = subprocess.run(
+            [sys.executable, "manage.py", "createsuperuser", "--noinput",
+             "--username", "second-terminal", "--email", "second-terminal@example.com"],
+            cwd=ROOT, env=env | {"DJANGO_SUPERUSER_PASSWORD": PASSWORD},
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert created.returncode == 0, created.stderr
+        welcome = Effect.objects.filter(task="send_welcome_email", user__username="second-terminal")
+        wait_for(lambda: welcome.filter(status="done").exists(), timeout=10, what="the welcome")
+    finally:
+        worker.stop()
+    assert worker.process.returncode == 0, "SIGTERM ends the command, then Redis, cleanly"
+    assert not announced.exists(), "the announcement goes with the server"
