@@ -422,6 +422,12 @@ def _refusal() -> str | None:
         )
     if weak := [h for h in PASSWORD_HASHERS if "MD5" in h or "SHA1" in h]:
         return f"PASSWORD_HASHERS names a weak, test-speed hasher ({weak[0]}): unset it"
+    for name in ("METRICS_TOKEN", "FLOWER_BASIC_AUTH", "REDIS_URL", "DATABASE_URL", "EMAIL_URL"):
+        if "change-me" in env.str(name, default=""):  # .env.example's placeholders
+            return (
+                f"{name} holds a change-me placeholder from .env.example: set a real secret"
+                " (`make env` writes a .env with random ones)"
+            )
     return None
 
 

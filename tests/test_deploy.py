@@ -172,6 +172,8 @@ PRODUCTION = {"SECRET_KEY": secrets.token_urlsafe(48), "EMAIL_URL": "smtp://mail
         ({"SECRET_KEY": "short-but-not-a-placeholder"}, "SECRET_KEY"),
         ({"EMAIL_URL": None}, "EMAIL_URL"),
         ({"PASSWORD_HASHERS": "django.contrib.auth.hashers.MD5PasswordHasher"}, "PASSWORD_HASHERS"),
+        ({"METRICS_TOKEN": "change-me"}, "METRICS_TOKEN"),
+        ({"REDIS_URL": "redis://:change-me@redis:6379/0"}, "REDIS_URL"),
     ],
 )
 def test_production_refuses_to_start_on_a_setting_that_would_hurt(change, named):
