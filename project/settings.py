@@ -257,10 +257,9 @@ REDIS_URL_FILE = env.str("REDIS_URL_FILE", default=str(VAR_DIR / "redis.url"))
 REDIS_URL = env.str(
     "REDIS_URL", default=(DEBUG and _redis_of_make_run()) or "redis://127.0.0.1:6379/0"
 )
+# redis:// and rediss:// name kombu's Redis transport with one client per channel
+# (offload/transport.py, registered under those names in project/celery.py).
 CELERY_BROKER_URL = REDIS_URL
-if REDIS_URL.startswith(("redis://", "rediss://")):
-    # kombu's Redis transport with one client per channel (offload/transport.py explains).
-    CELERY_BROKER_TRANSPORT = "offload.transport:Transport"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # A worker keeps trying to reach a broker that went away, however long it is gone (Celery's
 # default, 100 tries, is only minutes with offload.worker.Consumer's 1-2 s between tries).

@@ -71,6 +71,20 @@ def test_a_worker_runs_it_and_flower_shows_it_as_one_of_its_own(
             return [t for t in found.values() if t.get("args") == f"({effect.pk},)" and t["result"]]
 
         [task] = wait_for(shown, timeout=30, what="Flower to show the task's result")
+
+        def queue_lengths() -> dict[str, int]:
+            response = requests.get(
+                f"http://127.0.0.1:{port}/api/queues/length", auth=("flower", "secret"), timeout=5
+            )  # 404 "broker is not supported" when the broker URL's scheme is not Redis's
+            found = response.json()["active_queues"] if response.ok else []
+            return {queue["name"]: queue["messages"] for queue in found}
+
+        # Flower's Broker view reads the queues of the worker's -Q.
+        lengths = wait_for(
+            lambda: (q := queue_lengths()).keys() == {"emails", "files", "records"} and q,
+            timeout=30,
+            what="Flower's queue lengths",
+        )
     finally:
         if worker:
             worker.stop()
@@ -78,6 +92,7 @@ def test_a_worker_runs_it_and_flower_shows_it_as_one_of_its_own(
     assert task["name"] == "send_welcome_email"
     assert task["state"] == "SUCCESS"
     assert task["result"] == "'done'"
+    assert lengths == {"emails": 0, "files": 0, "records": 0}
     effect.refresh_from_db()
     assert (effect.status, effect.attempts) == ("done", 1)
     assert smtp_sink.to(user.email)
