@@ -50,8 +50,10 @@ migrate: $(RUN_SET)
 # Web (127.0.0.1:8000), worker, beat and Flower (127.0.0.1:5555), logs interleaved.
 # Without REDIS_URL a private Redis-compatible server is started on a free port and stopped on exit.
 
+# Flower asks for FLOWER_BASIC_AUTH (from the environment, .env, or made up once): printed here.
 run: migrate
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m devtools.localredis --announce var/redis.url -- $(BIN)/honcho start -f Procfile
+	FLOWER_BASIC_AUTH="$$($(BIN)/python -m devtools.flower_login)" PATH="$(CURDIR)/$(BIN):$$PATH" \
+	  $(BIN)/python -m devtools.localredis --announce var/redis.url -- $(BIN)/honcho start -f Procfile
 
 # Any manage.py command beside `make run`, on the same database and Redis (var/redis.url):
 # make manage ARGS="createsuperuser", make manage ARGS="effects", make shell.
