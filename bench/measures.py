@@ -288,7 +288,7 @@ def throughput(n: int, broker: redis.Redis, work: Path) -> dict:
 
 
 # The benchmark's tasks, and the log level the workers ship with (Procfile, compose): one line
-# per step of an effect, and Celery's received/succeeded lines for bare tasks.
+# per step of an effect; Celery's received/succeeded lines are off (project/settings.py LOGGING).
 WORKER_ARGS = ("-I", "bench.tasks", "--loglevel=INFO")
 
 

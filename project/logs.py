@@ -1,6 +1,10 @@
 """Log formatting: human-readable by default, one JSON object per line with LOG_FORMAT=json.
-And no bearer link in an access log: a share link and a password reset link grant what they
-name to whoever has them, so gunicorn's and runserver's request lines show them redacted."""
+
+Access lines (gunicorn's, runserver's) say what matters:
+- no bearer link: a share link and a password reset link grant what they name to whoever has
+  them, so the request lines show them redacted;
+- no line for the activity page's live view answering: each open tab polls it every second.
+"""
 
 import json
 import logging
@@ -20,9 +24,21 @@ def redact(text: str) -> str:
     return _BEARER_PATHS.sub(lambda m: (m.group(1) or m.group(2)) + "[redacted]", text)
 
 
-class RedactedAccessLog(GunicornLogger):
-    """gunicorn's logger (``logger_class`` in gunicorn.conf.py), its request line, path and
-    referrer redacted."""
+POLLED = frozenset({"/activity/live"})
+
+
+def is_poll(path: str, status: int) -> bool:
+    """An answer to a live view's poll: not worth a line (its failures are)."""
+    return path in POLLED and status < 400
+
+
+class AccessLog(GunicornLogger):
+    """gunicorn's logger (``logger_class`` in gunicorn.conf.py): polls left out, the request
+    line, path and referrer redacted."""
+
+    def access(self, resp, req, environ, request_time):  # type: ignore[no-untyped-def]
+        if not is_poll(req.path, resp.status_code):
+            super().access(resp, req, environ, request_time)
 
     def atoms(self, resp, req, environ, request_time):  # type: ignore[no-untyped-def]
         atoms = super().atoms(resp, req, environ, request_time)
@@ -31,10 +47,15 @@ class RedactedAccessLog(GunicornLogger):
         return atoms
 
 
-class RedactBearerLinks(logging.Filter):
+class AccessLines(logging.Filter):
     """The same for runserver's request lines (the ``django.server`` logger)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        # ('"%s" %s %s', request line, status, size): "GET /activity/live?x HTTP/1.1"
+        line = str(record.args[0]) if isinstance(record.args, tuple) and record.args else ""
+        path = line.split(" ")[1].split("?")[0] if line.count(" ") >= 1 else ""
+        if is_poll(path, getattr(record, "status_code", None) or 500):
+            return False
         record.msg, record.args = redact(record.getMessage()), None
         return True
 

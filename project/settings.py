@@ -360,11 +360,26 @@ LOGGING = {
         "plain": {"format": "%(asctime)s %(levelname)s [%(processName)s] %(name)s: %(message)s"},
         "json": {"()": "project.logs.JSONFormatter"},
     },
-    "filters": {"bearer_links": {"()": "project.logs.RedactBearerLinks"}},
+    "filters": {"access_lines": {"()": "project.logs.AccessLines"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    # runserver's request lines: share and reset links redacted (gunicorn: gunicorn.conf.py).
-    "loggers": {"django.server": {"filters": ["bearer_links"]}},
+    "loggers": {
+        # Django's lines through the one handler, once, in the same format (its defaults add
+        # a second console handler under DEBUG, and send runserver's request lines nowhere
+        # once their own handler is replaced). No ADMINS: no error emails.
+        "django": {"handlers": ["console"], "propagate": False},
+        # runserver's request lines: share and reset links redacted, live polls left out
+        # (gunicorn's: gunicorn.conf.py).
+        "django.server": {"filters": ["access_lines"], "propagate": True},
+        # A 4xx is in the access line already; 5xx (ERROR, with the traceback) still logs.
+        "django.request": {"level": "ERROR"},
+        # One line per step of an effect is offload's (started, done...): Celery's received
+        # and succeeded lines would repeat each. Its warnings and errors still log.
+        "celery.worker.strategy": {"level": "WARNING"},
+        "celery.app.trace": {"level": "WARNING"},
+        # django-axes says four things at INFO about every sign-in; a failure is a WARNING.
+        "axes": {"level": "WARNING"},
+    },
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 

@@ -190,6 +190,8 @@ def test_the_worker_logs_one_json_line_per_step(stack):
     assert steps == [("send_welcome_email", "started"), ("send_welcome_email", "done")]
     done = next(line for line in lines if line["step"] == "done")
     assert {"effect", "user", "attempt", "duration_ms", "time", "level"} <= set(done)
+    log = stack["worker"].log()
+    assert "] received" not in log and "] succeeded in" not in log, "no Celery line repeats ours"
 
 
 def test_access_logs_never_show_a_share_or_reset_token(stack):
@@ -217,3 +219,30 @@ def test_access_logs_never_show_a_share_or_reset_token(stack):
 def test_runserver_request_lines_are_redacted_too(caplog):
     logging.getLogger("django.server").info('"%s" %s %s', "GET /shared/abc:1x:sig HTTP/1.1", 200, 5)
     assert '"GET /shared/[redacted] HTTP/1.1" 200 5' in caplog.text and "abc:1x" not in caplog.text
+
+
+def test_the_live_views_polls_leave_no_access_line(stack):
+    """Each open activity tab polls /activity/live every second: a line each would bury the
+    rest. Its failures still log; so does every other request."""
+    client = ApiClient(stack["web"].url)
+    assert client.sign_up("polling").status_code == 201
+    assert client.sign_in("polling").status_code == 200
+    for _ in range(3):
+        polled = client.get("/activity/live")
+        assert polled.status_code == 200 and polled.url.endswith("/activity/live"), polled.url
+    assert client.get("/api/me").status_code == 200  # logged after the polls
+    log = wait_for(
+        lambda: (text := stack["web"].log()) and '"GET /api/me ' in text and text,
+        what="the request line after the polls",
+    )
+    assert "/activity/live" not in log
+    assert '"POST /api/users ' in log
+
+
+@pytest.mark.parametrize(("status", "logged"), [(200, False), (500, True)])
+def test_runserver_leaves_out_the_polls_that_answered(caplog, status, logged):
+    line = "GET /activity/live HTTP/1.1"
+    logging.getLogger("django.server").info(
+        '"%s" %s %s', line, status, 5, extra={"status_code": status}
+    )
+    assert (line in caplog.text) == logged
