@@ -3,4 +3,8 @@ from django.conf import settings
 
 def links(request):
     """Where the dashboards live, for the navigation bar."""
-    return {"flower_url": settings.FLOWER_URL, "mailpit_url": settings.MAILPIT_URL}
+    return {
+        "flower_url": settings.FLOWER_URL,
+        "mailpit_url": settings.MAILPIT_URL,
+        "dev_mail": settings.DEBUG,  # /dev/mail/ (project/devmail.py)
+    }

@@ -185,18 +185,27 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024  # non-file request bodies
 
 # EMAIL_URL: `consolemail://` (the worker log shows each email), `smtp://user:pass@host:port`,
 # `smtp+tls://...`. Translated into Django 6.1's MAILERS.
-_mail = env.email_url("EMAIL_URL", default="consolemail://")  # the default: DEBUG only
-MAILERS = {"default": {"BACKEND": _mail["EMAIL_BACKEND"]}}
-if _mail["EMAIL_BACKEND"].endswith("smtp.EmailBackend"):
-    MAILERS["default"]["OPTIONS"] = {
-        "host": _mail["EMAIL_HOST"],
-        "port": _mail["EMAIL_PORT"],
-        "username": _mail["EMAIL_HOST_USER"],
-        "password": _mail["EMAIL_HOST_PASSWORD"],
-        "use_tls": _mail.get("EMAIL_USE_TLS", False),
-        "use_ssl": _mail.get("EMAIL_USE_SSL", False),
-        "timeout": 10,  # a hung SMTP server fails the attempt (and it is retried)
+# Without EMAIL_URL, development keeps every email in var/mail/ and shows them at /dev/mail/
+# (project/devmail.py); production refuses to start without it (_refusal below).
+MAILERS = {
+    "default": {
+        "BACKEND": "project.devmail.EmailBackend",
+        "OPTIONS": {"file_path": str(VAR_DIR / "mail")},
     }
+}
+if "EMAIL_URL" in env:
+    _mail = env.email_url("EMAIL_URL")
+    MAILERS = {"default": {"BACKEND": _mail["EMAIL_BACKEND"]}}
+    if _mail["EMAIL_BACKEND"].endswith("smtp.EmailBackend"):
+        MAILERS["default"]["OPTIONS"] = {
+            "host": _mail["EMAIL_HOST"],
+            "port": _mail["EMAIL_PORT"],
+            "username": _mail["EMAIL_HOST_USER"],
+            "password": _mail["EMAIL_HOST_PASSWORD"],
+            "use_tls": _mail.get("EMAIL_USE_TLS", False),
+            "use_ssl": _mail.get("EMAIL_USE_SSL", False),
+            "timeout": 10,  # a hung SMTP server fails the attempt (and it is retried)
+        }
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Signal Offload <noreply@example.com>")
 
 # Failed sign-ins: the account owner is alerted at this many failures within the window, and

@@ -1,12 +1,13 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.db import transaction
-from django.urls import include, path
+from django.urls import include, path, re_path
 
 from notifications import views
 from notifications.api import api
 from notifications.forms import PasswordResetForm
 from notifications.limits import limited
+from project import devmail
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -70,4 +71,10 @@ urlpatterns = [
     path("", include("offload.urls")),  # /healthz, /readyz, /metrics
     path("api/", api.urls),
     path("admin/", admin.site.urls),
+    # Development's mailbox (project/devmail.py): 404 unless DEBUG.
+    path("dev/mail/", devmail.inbox, name="devmail"),
+    re_path(rf"^dev/mail/(?P<name>{devmail.NAME})/$", devmail.message, name="devmail_message"),
+    re_path(
+        rf"^dev/mail/(?P<name>{devmail.NAME})/html$", devmail.message_html, name="devmail_html"
+    ),
 ]
