@@ -5,14 +5,17 @@ Sign-in and sign-out are Django's own auth views (see project/urls.py), so the r
 user_logged_in / user_login_failed signals fire.
 """
 
+import hashlib
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.core import signing
 from django.db import transaction
-from django.http import FileResponse, Http404
+from django.http import FileResponse, Http404, HttpResponse, HttpResponseNotModified
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
 from django.views.decorators.http import require_POST
 
 from offload.models import Effect
@@ -60,10 +63,11 @@ def documents_page(request, form=None, row_errors=None):
     """The documents page. ``row_errors`` ({document id: invalid form}) shows a row's errors
     beside its field; any error makes it a 400."""
     row_errors = row_errors or {}
+    profile = {"profile": profile_of(request.user)}
     context = {
         "form": form or forms.DocumentForm(),
         "rows": [(d, row_errors.get(d.pk)) for d in Document.objects.filter(owner=request.user)],
-        "profile": profile_of(request.user),
+        "counters": fragment(request, "notifications/counters_line.html", profile),
     }
     invalid = bool(row_errors) or bool(form is not None and form.errors)
     return render(request, "notifications/documents.html", context, status=400 if invalid else 200)
@@ -121,9 +125,11 @@ def replace_file(request, document_id: int):
 
 
 @login_required
-@require_POST
 def delete_document(request, document_id: int):
+    """Asks first (GET: a page with the one button); deletes on POST."""
     document = get_object_or_404(Document, pk=document_id, owner=request.user)
+    if request.method != "POST":
+        return render(request, "notifications/delete_document.html", {"document": document})
     services.delete_document(document)
     messages.success(request, f"Deleted “{document.title}”; its file will be removed.")
     return redirect("documents")
@@ -186,13 +192,40 @@ def close_account(request):
 
 @login_required
 def activity(request):
-    return render(request, "notifications/activity.html", activity_context(request.user))
+    live = fragment(request, "notifications/activity_live.html", activity_context(request.user))
+    return render(request, "notifications/activity.html", {"live": live})
 
 
 @login_required
 def activity_live(request):
     """The part of the activity page that changes, polled by live.js."""
-    return render(request, "notifications/activity_live.html", activity_context(request.user))
+    return live_response(
+        fragment(request, "notifications/activity_live.html", activity_context(request.user)),
+        request,
+    )
+
+
+@login_required
+def documents_counters(request):
+    """The documents page's counters, polled by live.js."""
+    profile = {"profile": profile_of(request.user)}
+    return live_response(fragment(request, "notifications/counters_line.html", profile), request)
+
+
+def fragment(request, template: str, context: dict) -> dict:
+    """A live part of a page: its HTML and an ETag of it, which live.js sends back to be told
+    "not modified" (304) when nothing changed, so the page rewrites it only when it did."""
+    html = render_to_string(template, context, request)
+    return {"html": html, "etag": f'"{hashlib.sha256(html.encode()).hexdigest()[:32]}"'}
+
+
+def live_response(live: dict, request) -> HttpResponse:
+    if request.headers.get("If-None-Match") == live["etag"]:
+        response = HttpResponseNotModified()
+    else:
+        response = HttpResponse(live["html"])
+    response["ETag"] = live["etag"]
+    return response
 
 
 def activity_context(user) -> dict:

@@ -3,7 +3,8 @@
 Access lines (gunicorn's, runserver's) say what matters:
 - no bearer link: a share link and a password reset link grant what they name to whoever has
   them, so the request lines show them redacted;
-- no line for the activity page's live view answering: each open tab polls it every second.
+- no line for a live part of a page answering (the activity page's, the documents page's
+  counters): each open tab polls them every second.
 """
 
 import json
@@ -24,7 +25,7 @@ def redact(text: str) -> str:
     return _BEARER_PATHS.sub(lambda m: (m.group(1) or m.group(2)) + "[redacted]", text)
 
 
-POLLED = frozenset({"/activity/live"})
+POLLED = frozenset({"/activity/live", "/documents/counters"})  # live.js, every second
 
 
 def is_poll(path: str, status: int) -> bool:

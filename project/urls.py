@@ -59,6 +59,7 @@ urlpatterns = [
         name="password_reset_complete",
     ),
     path("documents/", views.documents, name="documents"),
+    path("documents/counters", views.documents_counters, name="documents_counters"),
     path("documents/<int:document_id>/download", views.download, name="download"),
     path("shared/<str:token>", views.shared_download, name="shared_download"),
     path("documents/<int:document_id>/file", views.replace_file, name="replace_file"),

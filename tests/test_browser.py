@@ -11,7 +11,7 @@ from django.contrib.auth import get_user_model
 
 from devtools.processes import ROOT, wait_for
 from notifications.models import Document, FailedLogin
-from tests.factories import PASSWORD, make_user
+from tests.factories import PASSWORD, make_document, make_user
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = Path(os.environ.get("SCREENSHOT_DIR", ROOT / "var" / "screenshots"))
@@ -106,7 +106,7 @@ def test_upload_replace_delete_update_counters_and_remove_files(page, media_root
     stored = media_root / Document.objects.get(title="Plan").file.name
     assert stored.read_bytes() == b"first version"
     with page.expect_download() as download:  # the title is the owner's download link
-        page.get_by_role("link", name="Plan").click()
+        page.get_by_role("link", name="Plan", exact=True).click()
     assert download.value.suggested_filename == "plan.txt"
 
     page.goto("/activity/")
@@ -122,7 +122,11 @@ def test_upload_replace_delete_update_counters_and_remove_files(page, media_root
     replaced = media_root / Document.objects.get(title="Plan").file.name
     shot(page, "documents")
 
+    page.get_by_role("link", name="Delete Plan").click()  # asks first
+    assert page.get_by_role("heading", name="Delete “Plan”?").is_visible()
+    shot(page, "delete")
     page.get_by_role("button", name="Delete").click()
+    assert page.get_by_role("status").get_by_text("Deleted “Plan”").is_visible()
     page.goto("/activity/")
     wait_for(lambda: page.locator("#document-count").inner_text() == "0", what="document count 0")
     assert not replaced.exists()
@@ -194,3 +198,66 @@ def test_every_page_runs_under_a_strict_csp_without_a_violation(page):
     )
     wait_for(lambda: refusals, what="the refusal on the console")
     assert page.evaluate("window.injected") is None
+
+
+def test_live_parts_change_only_when_something_changed(page):
+    """Each open page polls its live parts every second; a part is rewritten (and announced to
+    a screen reader by its aria-live) only when the server says it changed."""
+    sign_up(page, "browser-lee")
+    user = get_user_model().objects.get(username="browser-lee")
+    wait_for(lambda: not user.effects.exclude(status="done").exists(), what="all effects done")
+    shown = page.locator("#live tr[data-status]")
+    wait_for(
+        lambda: (
+            shown.count() == user.effects.count()
+            and all(row.get_attribute("data-status") == "done" for row in shown.all())
+            and page.locator("#login-count").inner_text() == "1"
+        ),
+        what="the page showing all of them done, the sign-in counted",
+    )
+    page.evaluate(
+        """() => { window.rewrites = 0;
+        new MutationObserver(() => window.rewrites++)
+          .observe(document.getElementById("live"), {childList: true, subtree: true}); }"""
+    )
+    for _ in range(3):  # three polls answered "not modified"
+        page.wait_for_event("response", lambda r: "/activity/live" in r.url and r.status == 304)
+    assert page.evaluate("window.rewrites") == 0
+
+    page.goto("/documents/")
+    page.evaluate("window.stillTheSamePage = true")
+    make_document(user, b"twelve bytes")  # as if from another tab: a worker recounts
+    counters = page.locator("#counters")
+    wait_for(lambda: counters.inner_text().startswith("1 document, 12"), what="the counters")
+    assert page.evaluate("window.stillTheSamePage") is True, "updated without a reload"
+
+
+PHONE = {"width": 390, "height": 844}
+
+
+def test_every_page_fits_a_phone(chromium, live_server, worker):
+    """At 390 px nothing scrolls sideways and the navigation, Log out included, is on screen."""
+    context = chromium.new_context(base_url=live_server.url, viewport=PHONE, is_mobile=True)
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    try:
+        for path in ("/", "/signup/", "/login/"):
+            assert_fits(page, path)
+        sign_up(page, "browser-phone-user-with-a-long-name")
+        make_document(get_user_model().objects.get(username__startswith="browser-phone"))
+        for path in ("/activity/", "/documents/", "/account/", "/password/change/"):
+            assert_fits(page, path)
+            log_out = page.get_by_role("button", name="Log out").bounding_box()
+            assert log_out and log_out["x"] + log_out["width"] <= PHONE["width"], path
+        page.goto("/activity/")
+        shot(page, "phone-activity")
+        page.goto("/documents/")
+        shot(page, "phone-documents")
+    finally:
+        context.close()
+
+
+def assert_fits(page, path: str) -> None:
+    page.goto(path)
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= PHONE["width"], f"{path} is {width} px wide"
