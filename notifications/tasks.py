@@ -21,7 +21,9 @@ def send_welcome_email(user_id: int) -> None:
     send(effects.welcome_email(user_id))
 
 
-@shared_task(base=EffectTask, name="record_login", description="Sign-in recorded", atomic=True)
+@shared_task(
+    base=EffectTask, name="record_login", description="Sign-in from {ip} recorded", atomic=True
+)
 def record_login(user_id: int, ip: str | None, user_agent: str, at: str, sign_in: str = "") -> None:
     login = effects.record_login(user_id, ip, user_agent, at, sign_in)
     if login.new_device:
@@ -39,7 +41,10 @@ def send_new_sign_in_email(login_id: int) -> None:
 
 
 @shared_task(
-    base=EffectTask, name="record_failed_login", description="Failed sign-in recorded", atomic=True
+    base=EffectTask,
+    name="record_failed_login",
+    description="Failed sign-in from {ip} recorded",
+    atomic=True,
 )
 def record_failed_login(username_hash: str, ip: str | None, at: str, user_id: int | None) -> None:
     failure = effects.record_failed_login(username_hash, ip, at, user_id)
@@ -54,7 +59,10 @@ def send_failed_login_alert(failed_login_id: int) -> None:
 
 # owner_id is not needed by the work: it names whose file it was, for their activity page.
 @shared_task(
-    base=EffectTask, name="delete_stored_file", description="Old file deleted", user_arg="owner_id"
+    base=EffectTask,
+    name="delete_stored_file",
+    description="File removed from storage",
+    user_arg="owner_id",
 )
 def delete_stored_file(name: str, owner_id: int | None = None) -> None:
     effects.delete_stored_file(name)
@@ -73,14 +81,19 @@ def refresh_profile_counters(user_id: int) -> None:
 
 
 @shared_task(
-    base=EffectTask, name="send_share_email", description="Share email", user_arg="shared_by_id"
+    base=EffectTask,
+    name="send_share_email",
+    description="Share email to {recipient}",
+    user_arg="shared_by_id",
 )
 def send_share_email(document_id: int, recipient: str, shared_by_id: int) -> None:
     send(effects.share_email(document_id, recipient, shared_by_id))
 
 
 @shared_task(
-    base=EffectTask, name="send_email_change_notice", description="Old address told of the change"
+    base=EffectTask,
+    name="send_email_change_notice",
+    description="{old_email} told of the change to {new_email}",
 )
 def send_email_change_notice(user_id: int, username: str, old_email: str, new_email: str) -> None:
     send(effects.email_change_notice(username, old_email, new_email))
@@ -89,7 +102,7 @@ def send_email_change_notice(user_id: int, username: str, old_email: str, new_em
 @shared_task(
     base=EffectTask,
     name="send_email_change_confirmation",
-    description="New address confirmed",
+    description="{email} confirmed as the new address",
 )
 def send_email_change_confirmation(user_id: int, email: str) -> None:
     send(effects.email_change_confirmation(user_id, email))
@@ -99,7 +112,7 @@ def send_email_change_confirmation(user_id: int, email: str) -> None:
 @shared_task(
     base=EffectTask,
     name="send_account_closed_email",
-    description="Account closed email",
+    description="Account closed email to {email}",
     user_arg=None,
 )
 def send_account_closed_email(email: str, username: str) -> None:

@@ -78,5 +78,16 @@ class Effect(models.Model):
 
     @property
     def description(self) -> str:
+        """The task's description, filled in with the effect's arguments where it names them:
+        "Share email to {recipient}" reads "Share email to bob@example.com"."""
         task = current_app.tasks.get(self.task)
-        return getattr(task, "description", "") or self.task
+        text = getattr(task, "description", "") or self.task
+        args = self.args if isinstance(self.args, dict) else {}
+        return text.format_map(_Arguments({k: v for k, v in args.items() if v is not None}))
+
+
+class _Arguments(dict[str, object]):
+    """An effect's arguments for its description: one it lacks, or None, reads "?"."""
+
+    def __missing__(self, name: str) -> str:
+        return "?"

@@ -178,6 +178,15 @@ def test_the_activity_page_lists_sign_ins_with_their_end(client, signed_in):
     assert "Your sign-ins" in html and "record_logout" in html
 
 
+def test_each_activity_row_names_what_it_is_about(client, signed_in):
+    document = make_document(signed_in, name="plans.txt")
+    client.post(f"/documents/{document.pk}/share", {"email": "bob@example.com"})
+    client.post(f"/documents/{document.pk}/delete")
+    html = client.get("/activity/live").content.decode()
+    assert "Share email to bob@example.com" in html
+    assert "File removed from storage" in html and "Old file" not in html
+
+
 def test_a_skipped_effect_shows_its_reason(client, signed_in):
     Effect.objects.filter(user=signed_in).update(status="skipped", reason="the document went")
     html = client.get("/activity/live").content.decode()
