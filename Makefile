@@ -52,16 +52,18 @@ migrate: $(RUN_SET)
 
 # Flower asks for FLOWER_BASIC_AUTH (from the environment, .env, or made up once): printed here.
 run: migrate
-	FLOWER_BASIC_AUTH="$$($(BIN)/python -m devtools.flower_login)" PATH="$(CURDIR)/$(BIN):$$PATH" \
+	login=$$($(BIN)/python -m devtools.flower_login) || exit 1; \
+	FLOWER_BASIC_AUTH="$$login" PATH="$(CURDIR)/$(BIN):$$PATH" \
 	  $(BIN)/python -m devtools.localredis --announce var/redis.url -- $(BIN)/honcho start -f Procfile
 
-# Any manage.py command beside `make run`, on the same database and Redis (var/redis.url):
+# Any manage.py command beside `make run`, on the same database and Redis (var/redis.url) and,
+# as make run's processes, with .env's settings (honcho run):
 # make manage ARGS="createsuperuser", make manage ARGS="effects", make shell.
 manage: $(RUN_SET)
-	$(BIN)/python manage.py $(ARGS)
+	$(BIN)/honcho run $(BIN)/python manage.py $(ARGS)
 
 shell: $(RUN_SET)
-	$(BIN)/python manage.py shell
+	$(BIN)/honcho run $(BIN)/python manage.py shell
 
 # Every test, with a private Redis unless REDIS_URL is given. Extra pytest flags: make test ARGS="-k x".
 test: $(DEV_SET)

@@ -81,7 +81,11 @@ class LocalRedis:
             "--logfile",
             str(Path(self.directory) / "server.log"),
         ]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # A session of its own: the terminal's Ctrl-C stops the command first, and the server
+        # after it (stop(), by pid), so a worker's warm shutdown still finds its broker.
+        self.process = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         deadline = time.monotonic() + timeout
         while not self.is_up():
             if self.process.poll() is not None or time.monotonic() > deadline:
@@ -153,9 +157,10 @@ def main(argv: list[str]) -> int:
             child.wait()
             status = 0
         finally:
-            if announce:
-                announce.unlink(missing_ok=True)
-        return 0 if status in (-signal.SIGTERM, -signal.SIGINT, 130) else status
+            # Unless another `make run` has announced itself since.
+            if announce and announce.exists() and announce.read_text().split()[0] == redis.url:
+                announce.unlink()
+        return 0 if status in (-signal.SIGTERM, -signal.SIGINT, 130, 143) else status
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ user_logged_in / user_login_failed signals fire.
 """
 
 import hashlib
+from functools import wraps
 
 from django.conf import settings
 from django.contrib import messages
@@ -16,7 +17,7 @@ from django.db import transaction
 from django.http import FileResponse, Http404, HttpResponse, HttpResponseNotModified
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods, require_POST
 
 from offload.models import Effect
 
@@ -125,6 +126,7 @@ def replace_file(request, document_id: int):
 
 
 @login_required
+@require_http_methods(["GET", "HEAD", "POST"])
 def delete_document(request, document_id: int):
     """Asks first (GET: a page with the one button); deletes on POST."""
     document = get_object_or_404(Document, pk=document_id, owner=request.user)
@@ -190,13 +192,27 @@ def close_account(request):
     return render(request, "notifications/close_account.html", {"form": form}, status=status)
 
 
+def signed_in_or_401(view):
+    """For the live parts: a session that ended (signed out, or by a password change
+    elsewhere) gets a 401, which live.js answers by reloading the page, never the login page
+    to paste into the part."""
+
+    @wraps(view)
+    def wrapper(request, *args, **kwargs):
+        if not request.user.is_authenticated:
+            return HttpResponse(status=401)
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
 @login_required
 def activity(request):
     live = fragment(request, "notifications/activity_live.html", activity_context(request.user))
     return render(request, "notifications/activity.html", {"live": live})
 
 
-@login_required
+@signed_in_or_401
 def activity_live(request):
     """The part of the activity page that changes, polled by live.js."""
     return live_response(
@@ -205,7 +221,7 @@ def activity_live(request):
     )
 
 
-@login_required
+@signed_in_or_401
 def documents_counters(request):
     """The documents page's counters, polled by live.js."""
     profile = {"profile": profile_of(request.user)}

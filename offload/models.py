@@ -78,16 +78,20 @@ class Effect(models.Model):
 
     @property
     def description(self) -> str:
-        """The task's description, filled in with the effect's arguments where it names them:
-        "Share email to {recipient}" reads "Share email to bob@example.com"."""
+        """The task's description, a ``str.format`` template over the effect's arguments:
+        "Share email to {recipient}" reads "Share email to bob@example.com". A description
+        that is not such a template (a stray brace) reads as it is."""
         task = current_app.tasks.get(self.task)
         text = getattr(task, "description", "") or self.task
         args = self.args if isinstance(self.args, dict) else {}
-        return text.format_map(_Arguments({k: v for k, v in args.items() if v is not None}))
+        try:
+            return text.format_map(_Arguments({k: v for k, v in args.items() if v is not None}))
+        except (ValueError, IndexError, AttributeError, KeyError):
+            return text
 
 
 class _Arguments(dict[str, object]):
-    """An effect's arguments for its description: one it lacks, or None, reads "?"."""
+    """An effect's arguments for its description: one it lacks, or None, reads "unknown"."""
 
     def __missing__(self, name: str) -> str:
-        return "?"
+        return "unknown"

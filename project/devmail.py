@@ -8,6 +8,8 @@ its text with the links clickable, and its HTML in a sandboxed frame.
 
 import email
 import email.policy
+import ipaddress
+import re
 import secrets
 import time
 from email.message import EmailMessage
@@ -18,10 +20,12 @@ from django.conf import settings
 from django.core.mail.backends import filebased
 from django.http import Http404, HttpResponse
 from django.shortcuts import render
+from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.csp import csp_override
 from django.views.decorators.http import require_GET
 
 NAME = r"[0-9]+-[0-9a-f]{8}"  # what EmailBackend names a message
+SHOWN = 100  # the newest, on the list
 ONE = rf"^dev/mail/(?P<name>{NAME})/"  # a message's pages (urls.py)
 
 
@@ -35,10 +39,20 @@ class EmailBackend(filebased.EmailBackend):
         return len(email_messages)
 
 
+def in_use() -> bool:
+    """Development's mailbox is where email goes: DEBUG on and no EMAIL_URL."""
+    backend = settings.MAILERS.get("default", {}).get("BACKEND", "")
+    return settings.DEBUG and backend == f"{__name__}.EmailBackend"
+
+
 def development_only(view):
+    """A 404 unless the mailbox is in use and the visitor is on this machine (or staff): the
+    mail holds every user's reset and share links, and runserver may listen on 0.0.0.0."""
+
     @wraps(view)
     def wrapper(request, *args, **kwargs):
-        if not settings.DEBUG:
+        local = ipaddress.ip_address(request.META.get("REMOTE_ADDR") or "0.0.0.0").is_loopback
+        if not in_use() or not (local or request.user.is_staff):
             raise Http404("Development only")
         return view(request, *args, **kwargs)
 
@@ -58,17 +72,18 @@ def read(name: str) -> EmailMessage:
 
 def part(message: EmailMessage, kind: str) -> str:
     body = message.get_body((kind,))
-    return body.get_content() if body else ""
+    try:
+        return body.get_content() if body else ""
+    except (LookupError, ValueError):  # a charset Python does not know
+        return body.get_payload(decode=True).decode("utf-8", "replace")
 
 
 @development_only
 @require_GET
 def inbox(request):
-    messages = [
-        {"name": path.stem, "email": read(path.stem)}
-        for path in sorted(mailbox().glob("*.eml"), reverse=True)[:100]
-    ]
-    return render(request, "notifications/devmail.html", {"messages": messages})
+    names = sorted(p.stem for p in mailbox().glob("*.eml") if re.fullmatch(NAME, p.stem))
+    messages = [{"name": name, "email": read(name)} for name in reversed(names[-SHOWN:])]
+    return render(request, "notifications/devmail.html", {"messages": messages, "shown": SHOWN})
 
 
 @development_only
@@ -81,19 +96,21 @@ def message(request, name: str):
 
 
 # An email's own HTML, alone: in a frame of the message page only, with nothing of the site's
-# origin (sandbox), no script, its inline style allowed, its links opening outside the frame.
+# origin (sandbox), no script, no form, its inline style allowed; <base target="_blank"> opens
+# its links in a tab of their own, as a mail client does (the sandbox allows that popup).
 @development_only
 @require_GET
+@xframe_options_sameorigin
 @csp_override(
     {
         "default-src": ["'none'"],
         "style-src": ["'unsafe-inline'"],
         "img-src": ["data:"],
         "frame-ancestors": ["'self'"],
+        "form-action": ["'none'"],
         "sandbox": ["allow-popups", "allow-popups-to-escape-sandbox"],
     }
 )
 def message_html(request, name: str):
-    response = HttpResponse(part(read(name), "html"), content_type="text/html; charset=utf-8")
-    response["X-Frame-Options"] = "SAMEORIGIN"
-    return response
+    html = '<base target="_blank">' + part(read(name), "html")
+    return HttpResponse(html, content_type="text/html; charset=utf-8")

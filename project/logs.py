@@ -38,7 +38,7 @@ class AccessLog(GunicornLogger):
     line, path and referrer redacted."""
 
     def access(self, resp, req, environ, request_time):  # type: ignore[no-untyped-def]
-        if not is_poll(req.path, resp.status_code):
+        if not is_poll(req.path, getattr(resp, "status_code", None) or 500):  # None: an error
             super().access(resp, req, environ, request_time)
 
     def atoms(self, resp, req, environ, request_time):  # type: ignore[no-untyped-def]

@@ -3,7 +3,8 @@
 Production is the default: DEBUG is off unless the environment turns it on (`make run` and
 `make test` do), and then start-up refuses what would hurt a deploy (see the end of this file):
 a missing or placeholder SECRET_KEY, a missing EMAIL_URL, a weak password hasher.
-Development (DEBUG=true) has defaults for everything: SQLite, console email, a local Redis.
+Development (DEBUG=true) has defaults for everything: SQLite, email kept in var/mail/ (shown at
+/dev/mail/), the local Redis that `make run` started.
 """
 
 import os

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.sessions.models import Session
+from django.core import mail
 
 from devtools.processes import ROOT, wait_for
 from notifications.models import Document, FailedLogin
@@ -261,3 +263,30 @@ def assert_fits(page, path: str) -> None:
     page.goto(path)
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= PHONE["width"], f"{path} is {width} px wide"
+
+
+def test_a_live_page_whose_session_ended_goes_to_the_sign_in_page(page):
+    """Signed out elsewhere (or by a password change): the live part is never replaced by the
+    login page; the page itself is loaded again, which asks to sign in."""
+    sign_up(page, "browser-gone")
+    page.wait_for_event("response", lambda r: "/activity/live" in r.url)
+    Session.objects.all().delete()
+    page.wait_for_url("**/login/?next=/activity/")
+    assert page.get_by_role("button", name="Log in").is_visible()
+
+
+def test_a_link_in_an_emails_html_opens_in_a_tab_of_its_own(page, settings, tmp_path):
+    """Development's mailbox shows an email's HTML in a sandboxed frame; its links leave it."""
+    settings.DEBUG = True
+    backend = {"BACKEND": "project.devmail.EmailBackend", "OPTIONS": {"file_path": str(tmp_path)}}
+    settings.MAILERS = {"default": backend}
+    message = mail.EmailMultiAlternatives("Links", "See /activity/", to=["ada@example.com"])
+    message.attach_alternative('<p><a href="/activity/">Your activity</a></p>', "text/html")
+    message.send()
+    page.goto("/dev/mail/")
+    page.get_by_role("link", name="Links").click()
+    frame = page.frame_locator("iframe.email-html")
+    with page.context.expect_page() as opened:
+        frame.get_by_role("link", name="Your activity").click()
+    opened.value.wait_for_load_state()
+    assert opened.value.url.endswith("/activity/") or "/login/" in opened.value.url

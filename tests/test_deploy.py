@@ -173,7 +173,10 @@ PRODUCTION = {"SECRET_KEY": secrets.token_urlsafe(48), "EMAIL_URL": "smtp://mail
         ({"EMAIL_URL": None}, "EMAIL_URL"),
         ({"PASSWORD_HASHERS": "django.contrib.auth.hashers.MD5PasswordHasher"}, "PASSWORD_HASHERS"),
         ({"METRICS_TOKEN": "change-me"}, "METRICS_TOKEN"),
+        ({"FLOWER_BASIC_AUTH": "admin:change-me"}, "FLOWER_BASIC_AUTH"),
         ({"REDIS_URL": "redis://:change-me@redis:6379/0"}, "REDIS_URL"),
+        ({"DATABASE_URL": "postgres://offload:change-me@postgres/offload"}, "DATABASE_URL"),
+        ({"EMAIL_URL": "smtp://mailer:change-me@smtp.example.com:587"}, "EMAIL_URL"),
     ],
 )
 def test_production_refuses_to_start_on_a_setting_that_would_hurt(change, named):

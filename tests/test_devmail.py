@@ -4,6 +4,8 @@ EMAIL_URL is kept in a directory and read at /dev/mail/."""
 import pytest
 from django.core import mail
 
+from tests.factories import make_user
+
 pytestmark = pytest.mark.django_db
 
 
@@ -50,6 +52,7 @@ def test_an_emails_html_is_shown_alone_sandboxed_with_its_own_style(client, mail
     [name] = [p.stem for p in mailbox.glob("*.eml")]
     html = client.get(f"/dev/mail/{name}/html")
     assert html.status_code == 200 and b'style="color: #333"' in html.content
+    assert html.content.startswith(b'<base target="_blank">'), "its links open in a new tab"
     policy = html["Content-Security-Policy"]
     assert "sandbox" in policy and "default-src 'none'" in policy and "script-src" not in policy
     assert html["X-Frame-Options"] == "SAMEORIGIN"
@@ -63,3 +66,10 @@ def test_no_such_email_is_404(client, mailbox):
 def test_without_debug_there_is_no_mailbox(client, mailbox, settings):
     settings.DEBUG = False
     assert client.get("/dev/mail/").status_code == 404
+
+
+def test_only_this_machine_or_staff_reads_the_mailbox(client, mailbox):
+    """runserver may listen on 0.0.0.0 (a VM, a container): the mail holds reset links."""
+    assert client.get("/dev/mail/", REMOTE_ADDR="10.0.0.7").status_code == 404
+    client.force_login(make_user("mail-admin", is_staff=True))
+    assert client.get("/dev/mail/", REMOTE_ADDR="10.0.0.7").status_code == 200

@@ -230,10 +230,14 @@ def test_the_live_views_polls_leave_no_access_line(stack):
     for _ in range(3):
         polled = client.get("/activity/live")
         assert polled.status_code == 200 and polled.url.endswith("/activity/live"), polled.url
-    assert client.get("/api/me").status_code == 200  # logged after the polls
+    # Two requests after the polls, waited for in turn: gunicorn writes a line after its
+    # response, so by the second one's line every poll's would be in the log.
+    assert client.get("/api/me").status_code == 200
+    wait_for(lambda: '"GET /api/me ' in stack["web"].log(), what="the first request line after")
+    assert client.get("/api/me/logins").status_code == 200
     log = wait_for(
-        lambda: (text := stack["web"].log()) and '"GET /api/me ' in text and text,
-        what="the request line after the polls",
+        lambda: (text := stack["web"].log()) and '"GET /api/me/logins' in text and text,
+        what="the second request line after the polls",
     )
     assert "/activity/live" not in log
     assert '"POST /api/users ' in log
