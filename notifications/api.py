@@ -28,7 +28,7 @@ from offload.models import Effect
 from . import forms, services
 from .limits import limited
 from .models import Document, LoginActivity
-from .security import lockout_response, password_confirmed
+from .security import WRONG_PASSWORD_TO_CLOSE, close_own_account, lockout_response
 from .selectors import profile_of
 
 logger = logging.getLogger(__name__)
@@ -233,23 +233,18 @@ def change_email(request, payload: EmailIn):
         return invalid(form)
     try:
         return Status(200, services.change_email(request.auth, form.cleaned_data["email"]))
-    except services.EmailTaken:
-        taken = "Another account has that address."
-        return Status(409, {"detail": taken, "errors": {"email": [taken]}})
+    except services.EmailTaken as taken:
+        return Status(409, {"detail": str(taken), "errors": {"email": [str(taken)]}})
 
 
 @api.delete("/me", response={204: None, 400: Error, 403: Error, 429: Error}, auth=django_auth)
 def close_account(request, payload: PasswordIn):
-    if not password_confirmed(request, payload.password):
-        if getattr(request, "axes_locked_out", False):
-            return lockout_response(request)
-        wrong = "Wrong password: the account was not closed."
-        return Status(403, {"detail": wrong, "errors": {"password": [wrong]}})
-    services.close_account(request.auth)
-    # The account is gone and so is its session. Not logout(): its user_logged_out would record
-    # a sign-out for a sign-in record that the deletion has just removed.
-    request.session.flush()
-    return Status(204, None)
+    if close_own_account(request, payload.password):
+        return Status(204, None)
+    if getattr(request, "axes_locked_out", False):
+        return lockout_response(request)
+    wrong = WRONG_PASSWORD_TO_CLOSE
+    return Status(403, {"detail": wrong, "errors": {"password": [wrong]}})
 
 
 @api.get("/me/logins", response=list[LoginOut], auth=django_auth)

@@ -9,6 +9,8 @@ from django.contrib.auth import authenticate
 from django.http import JsonResponse
 from django.shortcuts import render
 
+from . import services
+
 
 def client_ip(request) -> str | None:
     """The client's address. X-Forwarded-For is believed only as far as TRUSTED_PROXY_COUNT
@@ -43,3 +45,21 @@ def password_confirmed(request, password: str) -> bool:
     whatever it sends (then ``request.axes_locked_out`` is true)."""
     user = authenticate(request, username=request.user.get_username(), password=password)
     return user is not None and user.pk == request.user.pk
+
+
+WRONG_PASSWORD_TO_CLOSE = "Wrong password: the account was not closed."
+
+
+def close_own_account(request, password: str) -> bool:
+    """Close the signed-in user's account once ``password`` is confirmed as theirs, and end
+    its session. False when it was not (``request.axes_locked_out`` says if the client is
+    locked out), and nothing is deleted.
+
+    The session is flushed, not logout(): its user_logged_out would record a sign-out for a
+    sign-in record that the deletion has just removed.
+    """
+    if not password_confirmed(request, password):
+        return False
+    services.close_account(request.user)
+    request.session.flush()
+    return True

@@ -18,7 +18,10 @@ class UsernameTaken(Exception):
 
 
 class EmailTaken(Exception):
-    pass
+    """Another account has the address (compared case-insensitively)."""
+
+    def __init__(self) -> None:
+        super().__init__("Another account has that address.")
 
 
 def sign_up(username: str, email: str, password: str) -> User:
@@ -41,7 +44,7 @@ def change_email(user: User, email: str) -> User:
     # reads the address the other one left, and every address the account had is told.
     user = User.objects.select_for_update().get(pk=user.pk)
     if User.objects.filter(email__iexact=email).exclude(pk=user.pk).exists():
-        raise EmailTaken(email)
+        raise EmailTaken
     user.email = email
     user.save(update_fields=["email"])
     return user

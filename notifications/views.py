@@ -24,7 +24,7 @@ from offload.models import Effect
 from . import forms, services
 from .limits import limited
 from .models import SHARE_LINK_SALT, Document, LoginActivity
-from .security import lockout_response, password_confirmed
+from .security import WRONG_PASSWORD_TO_CLOSE, close_own_account, lockout_response
 from .selectors import profile_of
 
 
@@ -162,8 +162,8 @@ def account(request):
         before = request.user.email
         try:
             user = services.change_email(request.user, form.cleaned_data["email"])
-        except services.EmailTaken:
-            form.add_error("email", "Another account has that address.")
+        except services.EmailTaken as taken:
+            form.add_error("email", str(taken))
         else:
             if user.email == before:
                 messages.info(request, "That is already your address; nothing changed.")
@@ -180,14 +180,12 @@ def account(request):
 def close_account(request):
     form = forms.CloseAccountForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
-        if password_confirmed(request, form.cleaned_data["password"]):
-            services.close_account(request.user)
-            request.session.flush()  # as in the API: no sign-out to record for a closed account
+        if close_own_account(request, form.cleaned_data["password"]):
             messages.success(request, "Your account was closed; a goodbye email is on its way.")
             return redirect("home")
         if getattr(request, "axes_locked_out", False):
             return lockout_response(request)
-        form.add_error("password", "Wrong password: the account was not closed.")
+        form.add_error("password", WRONG_PASSWORD_TO_CLOSE)
     status = 400 if form.errors else 200
     return render(request, "notifications/close_account.html", {"form": form}, status=status)
 

@@ -45,6 +45,11 @@ def in_use() -> bool:
     return settings.DEBUG and backend == f"{__name__}.EmailBackend"
 
 
+def context(request) -> dict:
+    """The navigation bar's "Mail" link (a context processor): shown while it is in use."""
+    return {"dev_mail": in_use()}
+
+
 def development_only(view):
     """A 404 unless the mailbox is in use and the visitor is on this machine (or staff): the
     mail holds every user's reset and share links, and runserver may listen on 0.0.0.0."""
