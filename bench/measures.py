@@ -22,7 +22,7 @@ from django.db.models.signals import post_save
 from django.test import override_settings
 from django.utils import timezone
 
-from bench.tasks import bench_bare, bench_effect
+from bench.tasks import bench_bare, bench_effect, bench_task
 from devtools.localredis import free_port
 from devtools.processes import start_worker, wait_for
 from devtools.wsgi import InProcessServer
@@ -115,11 +115,20 @@ def request_overhead(rounds: int) -> dict:
         if created and not raw:  # Celery's delay_on_commit: publish after commit, no ledger
             transaction.on_commit(partial(bench_bare.delay, instance.pk))
 
+    def offloaded(sender, instance, created, raw=False, **kwargs):
+        if created and not raw:
+            bench_effect.offload(n=instance.pk)
+
+    def enqueued(sender, instance, created, raw=False, **kwargs):
+        if created and not raw:  # Django's Tasks API on offload's backend
+            bench_task.enqueue(n=instance.pk)
+
     receivers_by_variant = {
         "no receiver": None,
         "synchronous receiver (SMTP)": synchronous,
         "delay_on_commit": on_commit_delay,
-        "offload() (ledger + publish)": receivers.welcome_new_user,
+        "offload() (ledger + publish)": offloaded,
+        "enqueue() (django.tasks, offload's backend)": enqueued,
     }
     variants = list(receivers_by_variant)
     server = InProcessServer()
@@ -177,7 +186,7 @@ def enqueue_cost(rounds: int, broker: redis.Redis) -> dict:
 
     def publish_only(i):
         started = time.perf_counter()
-        publish_all([(bench_effect.name, i)])
+        publish_all([(bench_effect.name, i, "")])
         return time.perf_counter() - started
 
     def celery_apply_async(i):
@@ -189,6 +198,12 @@ def enqueue_cost(rounds: int, broker: redis.Redis) -> dict:
         started = time.perf_counter()
         with transaction.atomic():
             offload(bench_effect, n=i)
+        return time.perf_counter() - started
+
+    def enqueue_in_transaction(i):
+        started = time.perf_counter()
+        with transaction.atomic():
+            bench_task.enqueue(n=i)
         return time.perf_counter() - started
 
     def delay_on_commit_in_transaction(i):
@@ -204,12 +219,13 @@ def enqueue_cost(rounds: int, broker: redis.Redis) -> dict:
             "Celery's apply_async, for comparison": celery_apply_async,
             "delay_on_commit in a transaction": delay_on_commit_in_transaction,
             "offload() in a transaction": offload_in_transaction,
+            "enqueue() in a transaction (django.tasks)": enqueue_in_transaction,
         },
         rounds,
         warmup=20,
     )
     broker.delete("bench:raw", queue)
-    Effect.objects.filter(task="bench_effect").delete()
+    Effect.objects.filter(task__in=[bench_effect.name, bench_task.module_path]).delete()
     base = results["raw LPUSH"]["p50_ms"]
     for row in results.values():
         row["ratio_p50"] = round(row["p50_ms"] / base, 3)
@@ -249,7 +265,7 @@ def fill(kind: str, n: int) -> None:
             for i in range(n)
         )
         for start in range(0, n, 500):
-            messages.push([(bench_effect.name, row.pk) for row in rows[start : start + 500]])
+            messages.push([(bench_effect.name, row.pk, "") for row in rows[start : start + 500]])
     else:
         for i in range(n):
             bench_bare.apply_async((i,))

@@ -72,7 +72,8 @@ def section(database: str, r: dict, plots: str) -> str:
 
 Timed as a WSGI server sees it: until the response is written (`p50_ms`, the target's
 measure), and until it is closed (`with_after_response_p50_ms`), when Django sends
-`request_finished` and offload publishes what the request committed.
+`request_finished` and offload publishes what the request committed. The receiver calls
+`offload()` or, through Django's Tasks API, `enqueue()`.
 
 {rows(r["requests"], ["p50_ms", "p99_ms", "mean_ms", "ratio_p50", "with_after_response_p50_ms"])}
 
@@ -83,7 +84,9 @@ measure), and until it is closed (`with_after_response_p50_ms`), when Django sen
 {rows(r["enqueue"], ["p50_ms", "p99_ms", "mean_ms", "ratio_p50"])}
 
 `publish_all()` is what runs after the commit; `offload() in a transaction` adds the ledger: BEGIN, the
-INSERT, COMMIT and the publish.
+INSERT, COMMIT and the publish. `enqueue() in a transaction` is the same effect through Django's
+Tasks API on offload's backend: Django's validation of the task, the JSON round-trip check of the
+arguments, the same row, and `task_enqueued` at the commit.
 
 ### Worker throughput (prefork pool; the queue filled first, then drained)
 

@@ -10,6 +10,7 @@ from functools import cache
 import redis
 from celery import shared_task
 from django.conf import settings
+from django.tasks import task
 
 from offload import EffectTask
 
@@ -28,6 +29,12 @@ def mark(kind: str, n: int) -> None:
 @shared_task(base=EffectTask, name="bench_effect")
 def bench_effect(n: int) -> None:
     """An effect through the whole ledger path: claim, run, settle."""
+    mark("effect", n)
+
+
+@task
+def bench_task(n: int) -> None:
+    """The same effect through Django's Tasks API (offload's backend): enqueue()."""
     mark("effect", n)
 
 

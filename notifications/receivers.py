@@ -1,6 +1,7 @@
 """Signal receivers. Each reads ids off the signal, makes a cheap check, and hands the work to
-its task with ``task.offload(...)``: recorded in this transaction, run by a worker after the
-commit. No email, no storage call, no recount happens here.
+its task with ``task.enqueue(...)`` (Django's Tasks API) or ``task.offload(...)`` (a Celery
+task): recorded in this transaction, run by a worker after the commit. No email, no storage
+call, no recount happens here.
 
 Wired with ``connect()`` in apps.py, all in one place; the one receiver of two signals says so
 with ``@receiver`` (refresh_owner_counters, below).
@@ -27,7 +28,7 @@ SIGN_IN_SESSION_KEY = "sign_in"
 
 def welcome_new_user(sender, instance, created, raw=False, **kwargs):
     if created and not raw:
-        tasks.send_welcome_email.offload(user_id=instance.pk)
+        tasks.send_welcome_email.enqueue(user_id=instance.pk)
 
 
 def notify_email_change(sender, instance, raw=False, update_fields=None, **kwargs):
@@ -80,7 +81,7 @@ def record_logout(sender, request, user, **kwargs):
     session = getattr(request, "session", None)
     sign_in = session.get(SIGN_IN_SESSION_KEY) if session is not None else None
     if user is not None and sign_in:
-        tasks.record_logout.offload(user_id=user.pk, sign_in=sign_in, at=timezone.now().isoformat())
+        tasks.record_logout.enqueue(user_id=user.pk, sign_in=sign_in, at=timezone.now().isoformat())
 
 
 def record_failed_login(sender, credentials, request=None, **kwargs):

@@ -1,14 +1,21 @@
-"""The Celery tasks, one per effect; Celery's autodiscovery finds them here.
+"""The tasks, one per effect; Celery's autodiscovery finds them here.
 
-Each is a thin shell: EffectTask claims the ledger row and passes the arguments stored there;
-the work is a plain function in effects.py; the task performs what cannot be undone (sending
-an email) and offloads any follow-up effect. Queues (CELERY_TASK_ROUTES in settings): `emails`
-(SMTP can be slow), `files` (storage), `records` (database only).
+Each is a thin shell: the ledger row is claimed and the arguments stored there are passed; the
+work is a plain function in effects.py; the task performs what cannot be undone (sending an
+email) and offloads any follow-up effect. Queues (CELERY_TASK_ROUTES and queue_name):
+`emails` (SMTP can be slow), `files` (storage), `records` (database only).
 
-The names are part of the ledger: an effect row names its task, so renaming one strands them.
+Two kinds, one ledger: Django's own ``@task`` (django.tasks, run by offload's backend: TASKS in
+settings) and Celery's ``@shared_task(base=EffectTask)``. Both are recorded in the caller's
+transaction and run once by a worker; ``.enqueue()`` is Django's standard way to ask, and
+``.offload()`` the Celery task's.
+
+The names are part of the ledger: an effect row names its task (a django.tasks task by its
+module path), so renaming one strands them.
 """
 
 from celery import shared_task
+from django.tasks import task
 
 from offload import EffectTask
 from offload.mail import send
@@ -16,7 +23,7 @@ from offload.mail import send
 from . import effects
 
 
-@shared_task(base=EffectTask, name="send_welcome_email", description="Welcome email")
+@task(queue_name="emails", description="Welcome email")
 def send_welcome_email(user_id: int) -> None:
     send(effects.welcome_email(user_id))
 
@@ -30,7 +37,7 @@ def record_login(user_id: int, ip: str | None, user_agent: str, at: str, sign_in
         send_new_sign_in_email.offload(login_id=login.pk)
 
 
-@shared_task(base=EffectTask, name="record_logout", description="Sign-out recorded", atomic=True)
+@task(queue_name="records", description="Sign-out recorded", atomic=True)
 def record_logout(user_id: int, sign_in: str, at: str) -> None:
     effects.record_logout(user_id, sign_in, at)
 

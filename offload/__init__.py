@@ -12,6 +12,9 @@
 Work whose subject has gone by the time it runs raises ``Skip("why")``: the effect ends as
 ``skipped`` with that reason, never as ``done``.
 
+The same through Django's Tasks API (``@task``, ``.enqueue()``, ``get_result()``): set
+``TASKS = {"default": {"BACKEND": "offload.backends.LedgerBackend"}}`` (backends.py).
+
 Add "offload" to INSTALLED_APPS (its app label is ``workers``, the name it had before it was a
 reusable app, so existing tables and migrations carry on). Settings: offload/conf.py.
 """

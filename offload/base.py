@@ -16,7 +16,7 @@ from django.utils import timezone
 from . import ledger, metrics
 from .conf import conf
 from .lease import LeaseLost, heartbeat
-from .ledger import Claim, current_claim
+from .ledger import Claim, Failure, current_claim, summarize
 from .log import log_step
 from .models import Effect
 from .outbox import offload
@@ -90,8 +90,14 @@ class EffectTask(Task[..., Any]):
     # True when running it once for several identical requests is enough (a recount): offload()
     # folds a new request into a pending one with the same arguments.
     coalesce = False
-    # What people see on the activity page.
+    # What people see on the activity page: a str.format template over the arguments.
     description = ""
+    # The retry policy; None: the EFFECT_* settings.
+    max_attempts: int | None = None
+    backoff: int | None = None
+    backoff_max: int | None = None
+    # Whether what the work returns is kept in the ledger (django.tasks results; JSON).
+    keeps_result = False
 
     def offload(self, **kwargs: Any) -> Effect:
         """Record this effect in the current transaction; publish it after the commit."""
@@ -122,7 +128,7 @@ class EffectTask(Task[..., Any]):
             return "rejected"
         global _failed_claims
         try:
-            claim = ledger.claim(effect_id, self.name)
+            claim = ledger.claim(effect_id, self.name, self.request.hostname or "")
         except UNAVAILABLE as exc:
             _failed_claims += 1
             raise self._claim_failed(effect_id, exc) from exc
@@ -131,7 +137,8 @@ class EffectTask(Task[..., Any]):
             log_step(logger, logging.INFO, effect=effect_id, task=self.name, step="ignored")
             return "ignored"
         started = time.perf_counter()
-        if claim.attempt > conf.EFFECT_MAX_ATTEMPTS:
+        max_attempts = self.max_attempts or conf.EFFECT_MAX_ATTEMPTS
+        if claim.attempt > max_attempts:
             # The earlier attempts never finished (their worker died, or the time limit killed
             # them): give up rather than run it forever.
             return self._dead(claim, RuntimeError("earlier attempts never finished"), started)
@@ -142,8 +149,8 @@ class EffectTask(Task[..., Any]):
                 heartbeat.hold(claim, deadline),
                 transaction.atomic() if self.atomic else nullcontext(),
             ):
-                self.run(**claim.args)
-                if not ledger.complete(claim):
+                returned = self.run(**claim.args)
+                if not ledger.complete(claim, returned if self.keeps_result else None):
                     # Another attempt took the effect over; an atomic effect's work rolls back.
                     raise LeaseLost(f"effect {claim.id}: attempt {claim.attempt} was overtaken")
         except LeaseLost as exc:
@@ -158,21 +165,39 @@ class EffectTask(Task[..., Any]):
         except Exception as exc:  # noqa: BLE001 - any other error is worth another attempt
             if isinstance(exc, INTERRUPTIONS):
                 _discard_connection()  # it may be mid-query: settle on a new one
-            if claim.attempt >= conf.EFFECT_MAX_ATTEMPTS:
+            if claim.attempt >= max_attempts:
                 return self._dead(claim, exc, started)
-            delay = get_exponential_backoff_interval(
-                factor=conf.EFFECT_RETRY_BACKOFF,
-                retries=claim.attempt - 1,
-                maximum=conf.EFFECT_RETRY_BACKOFF_MAX,
-                full_jitter=True,
-            )
-            retry_at = timezone.now() + timedelta(seconds=delay)
-            held = ledger.release(claim, _describe(exc), retry_at)
+            retry_at = timezone.now() + timedelta(seconds=self.retry_delay(claim.attempt))
+            held = ledger.release(claim, Failure.of(exc), retry_at)
             return self._settled(held, "retry", claim, started, exc)
         finally:
             current_claim.reset(token)
         self._report(claim, "done", started)
         return "done"
+
+    def retry_delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number ``attempt``: full jitter over
+        backoff * 2**(attempt - 1), at most backoff_max."""
+        return float(
+            get_exponential_backoff_interval(
+                factor=self.backoff or conf.EFFECT_RETRY_BACKOFF,
+                retries=attempt - 1,
+                maximum=self.backoff_max or conf.EFFECT_RETRY_BACKOFF_MAX,
+                full_jitter=True,
+            )
+        )
+
+    def describe(self, args: dict[str, Any]) -> str:
+        """What people see of an effect with the stored ``args``: the description, formatted
+        with them ("Share email to {recipient}" reads "Share email to bob@example.com"). One
+        it lacks, or None, reads "unknown"; a description that is not such a template (a
+        stray brace) reads as it is."""
+        text = self.description or self.name
+        values = _Arguments({k: v for k, v in args.items() if v is not None})
+        try:
+            return text.format_map(values)
+        except (ValueError, IndexError, AttributeError, KeyError):
+            return text
 
     def _claim_failed(self, effect_id: int, exc: Exception) -> Reject:
         """The ledger cannot be reached: hand the message back rather than acknowledge it.
@@ -185,13 +210,13 @@ class EffectTask(Task[..., Any]):
         pause = min(2.0 ** (_failed_claims - 1), 5.0)
         log_step(
             logger, logging.WARNING, effect=effect_id, task=self.name, step="requeued",
-            error=f"{_describe(exc)} (ledger unreachable; back to the queue in {pause:.0f} s)",
+            error=f"{summarize(exc)} (ledger unreachable; back to the queue in {pause:.0f} s)",
         )  # fmt: skip
         time.sleep(pause)
         return Reject(exc, requeue=True)
 
     def _dead(self, claim: Claim, exc: Exception, started: float) -> str:
-        return self._settled(ledger.bury(claim, _describe(exc)), "dead", claim, started, exc)
+        return self._settled(ledger.bury(claim, Failure.of(exc)), "dead", claim, started, exc)
 
     def _settled(
         self, held: bool, step: str, claim: Claim, started: float, exc: BaseException
@@ -224,7 +249,7 @@ class EffectTask(Task[..., Any]):
             "duration_ms": round(seconds * 1000, 1),
         }
         if exc is not None:
-            fields["error"] = _describe(exc)
+            fields["error"] = summarize(exc)
         if reason is not None:
             fields["reason"] = reason
         level = logging.WARNING if exc is not None or step == "lost" else logging.INFO
@@ -238,5 +263,8 @@ def _discard_connection() -> None:
         connection.close()
 
 
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"[:500]
+class _Arguments(dict[str, object]):
+    """An effect's arguments for its description: one it lacks reads "unknown"."""
+
+    def __missing__(self, name: str) -> str:
+        return "unknown"

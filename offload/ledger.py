@@ -2,13 +2,17 @@
 the same message can never both run it, and only the attempt holding the claim can settle it."""
 
 import json
+import re
+import socket
+import traceback
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import connection
-from django.db.models import Count, Min
+from django.db.models import Count, Min, Q
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from .conf import conf
@@ -28,6 +32,46 @@ class Claim:
     created_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """What an attempt's error leaves in the ledger: ``summary`` ("ValueError: bad id") as the
+    effect's last error, and ``record`` ({"exception_class_path", "traceback"}, as django.tasks
+    reports errors) added to its list of errors."""
+
+    summary: str
+    record: dict[str, str]
+
+    @classmethod
+    def of(cls, exc: BaseException) -> "Failure":
+        kind = type(exc)
+        trace = masked("".join(traceback.format_exception(exc)))
+        return cls(
+            summary=summarize(exc),
+            record={
+                "exception_class_path": f"{kind.__module__}.{kind.__qualname__}",
+                # The end of a long one: where it was raised and what it said.
+                "traceback": trace[-TRACEBACK_LIMIT:],
+            },
+        )
+
+
+TRACEBACK_LIMIT = 8000
+
+# The password of a URL (redis://:secret@host, postgres://user:secret@host/db) that an error
+# message may quote.
+_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s:/@]*:)[^\s@/]+@", re.IGNORECASE)
+
+
+def masked(text: str) -> str:
+    """``text`` with the password of any URL in it replaced by ***."""
+    return _URL_PASSWORD.sub(r"\1***@", text)
+
+
+def summarize(exc: BaseException) -> str:
+    """One line for the log and the effect's last error: "ValueError: bad id"."""
+    return masked(f"{type(exc).__name__}: {exc}")[:500]
+
+
 # The claim this process is running, set by EffectTask: an effect offloaded while it runs (a
 # follow-up) concerns the same user, and an email it sends has a Message-ID fixed per effect.
 current_claim: ContextVar[Claim | None] = ContextVar("current_claim", default=None)
@@ -39,7 +83,7 @@ current_claim: ContextVar[Claim | None] = ContextVar("current_claim", default=No
 CLAIM_SQL = """
     UPDATE {table}
     SET status = %(running)s, attempts = attempts + 1, started_at = %(now)s,
-        leased_until = %(lease_end)s, retry_at = NULL
+        leased_until = %(lease_end)s, retry_at = NULL, workers = {add_worker}
     {asynchronous_commit}
     WHERE id = %(id)s AND task = %(task)s AND (
         (status = %(pending)s AND (retry_at IS NULL OR retry_at <= %(now)s))
@@ -47,6 +91,19 @@ CLAIM_SQL = """
     )
     RETURNING args, attempts, user_id, created_at
 """
+
+# Appending one JSON value to a JSON list column, in the UPDATE that changes the row.
+APPEND_JSON = {
+    "sqlite": "json_insert({column}, '$[#]', json(%({param})s))",
+    "postgresql": "{column} || jsonb_build_array(%({param})s::jsonb)",
+}
+
+
+def _append_json(column: str, param: str) -> str:
+    return APPEND_JSON[connection.vendor].format(
+        column=connection.ops.quote_name(column), param=param
+    )
+
 
 # On PostgreSQL a claim commits without waiting for its WAL record to reach the disk
 # (synchronous_commit off for the claim's own transaction: an fsync less per effect, 0.42 ->
@@ -59,25 +116,31 @@ ASYNCHRONOUS_COMMIT = {
 }
 
 
-def claim(effect_id: int, task: str) -> Claim | None:
+def claim(effect_id: int, task: str, worker: str = "") -> Claim | None:
     """Take the effect for this attempt, or return None when it is not ours to run.
 
     Claimable: an effect of this ``task`` (a message naming another task's effect must not run
     this task's code on that effect's arguments) that is pending and due (not waiting for its
     retry time), or running past its lease: the attempt that held it stopped renewing it
-    because its worker died or was cut off.
+    because its worker died or was cut off. ``worker`` (Celery's node name) is added to the
+    effect's list of workers.
     """
     now = timezone.now()
     params = {
         "running": Effect.Status.RUNNING, "pending": Effect.Status.PENDING,
         "now": _db_time(now), "lease_end": _db_time(now + conf.lease),
-        "id": effect_id, "task": task,
+        "id": effect_id, "task": task, "worker": json.dumps(worker or socket.gethostname()),
     }  # fmt: skip
     with connection.cursor() as cursor:
         asynchronous = (
             "" if connection.in_atomic_block else ASYNCHRONOUS_COMMIT.get(connection.vendor, "")
         )
-        cursor.execute(CLAIM_SQL.format(table=_table(), asynchronous_commit=asynchronous), params)
+        sql = CLAIM_SQL.format(
+            table=_table(),
+            add_worker=_append_json("workers", "worker"),
+            asynchronous_commit=asynchronous,
+        )
+        cursor.execute(sql, params)
         row = cursor.fetchone()
     if row is None:
         return None
@@ -92,14 +155,28 @@ def claim(effect_id: int, task: str) -> Claim | None:
     )
 
 
-def _settle(claim: Claim, **fields: Any) -> bool:
-    """UPDATE the row if this attempt still holds the claim; True when it did."""
-    assignments = ", ".join(f"{connection.ops.quote_name(name)} = %s" for name in fields)
-    values = [_db_time(v) if isinstance(v, datetime) else v for v in fields.values()]
-    sql = f"UPDATE {_table()} SET {assignments} WHERE id = %s AND status = %s AND attempts = %s"
+def _settle(claim: Claim, error: dict[str, str] | None = None, **fields: Any) -> bool:
+    """UPDATE the row if this attempt still holds the claim; True when it did. ``error`` is
+    added to the effect's list of errors."""
+    params = {
+        name: _FIELDS[name].get_db_prep_save(value, connection) for name, value in fields.items()
+    }
+    assignments = [f"{connection.ops.quote_name(name)} = %({name})s" for name in fields]
+    if error is not None:
+        assignments.append(f"errors = {_append_json('errors', 'error')}")
+        params["error"] = json.dumps(error)
+    sql = (
+        f"UPDATE {_table()} SET {', '.join(assignments)}"
+        " WHERE id = %(id)s AND status = %(running)s AND attempts = %(attempt)s"
+    )
+    params.update(id=claim.id, running=Effect.Status.RUNNING, attempt=claim.attempt)
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*values, claim.id, Effect.Status.RUNNING, claim.attempt])
+        cursor.execute(sql, params)
         return bool(cursor.rowcount == 1)
+
+
+# The Effect fields an attempt writes, by name.
+_FIELDS = {field.name: field for field in Effect._meta.concrete_fields}
 
 
 def _table() -> str:
@@ -117,8 +194,12 @@ def _aware(value: str | datetime) -> datetime:
     return value if timezone.is_aware(value) else value.replace(tzinfo=UTC)
 
 
-def complete(claim: Claim) -> bool:
-    return _settle(claim, status=Effect.Status.DONE, finished_at=timezone.now(), last_error="")
+def complete(claim: Claim, result: Any = None) -> bool:
+    """Done; ``result`` is what a django.tasks task returned (JSON)."""
+    return _settle(
+        claim,
+        status=Effect.Status.DONE, finished_at=timezone.now(), last_error="", result=result,
+    )  # fmt: skip
 
 
 def skip(claim: Claim, reason: str) -> bool:
@@ -137,17 +218,21 @@ def renew(claim: Claim) -> bool:
     return _settle(claim, leased_until=timezone.now() + conf.lease)
 
 
-def release(claim: Claim, error: str, retry_at: datetime) -> bool:
+def release(claim: Claim, error: Failure, retry_at: datetime) -> bool:
     """Back to pending after a transient failure, until ``retry_at``; the relay publishes it
     then (a retry waits in the ledger, not in a worker's memory)."""
     return _settle(
-        claim, status=Effect.Status.PENDING, last_error=error, retry_at=retry_at, published_at=None
-    )
+        claim, error.record, status=Effect.Status.PENDING, last_error=error.summary,
+        retry_at=retry_at, published_at=None,
+    )  # fmt: skip
 
 
-def bury(claim: Claim, error: str) -> bool:
+def bury(claim: Claim, error: Failure) -> bool:
     """Dead-letter: no more attempts until someone replays it."""
-    return _settle(claim, status=Effect.Status.DEAD, finished_at=timezone.now(), last_error=error)
+    return _settle(
+        claim, error.record, status=Effect.Status.DEAD, finished_at=timezone.now(),
+        last_error=error.summary,
+    )  # fmt: skip
 
 
 def prune(days: int) -> int:
@@ -161,9 +246,14 @@ def prune(days: int) -> int:
 
 
 def oldest_pending_seconds() -> float:
-    """How long the oldest pending effect has waited (0 when none is pending)."""
-    oldest = Effect.objects.filter(status=Effect.Status.PENDING).aggregate(t=Min("created_at"))["t"]
-    return (timezone.now() - oldest).total_seconds() if oldest else 0.0
+    """How long the pending effect that has waited longest since it was due (recorded, or its
+    retry or run_after time) has waited; 0 when none is pending and due."""
+    now = timezone.now()
+    due = Effect.objects.filter(
+        Q(retry_at__isnull=True) | Q(retry_at__lte=now), status=Effect.Status.PENDING
+    )
+    oldest = due.aggregate(t=Min(Coalesce("retry_at", "created_at")))["t"]
+    return (now - oldest).total_seconds() if oldest else 0.0
 
 
 def summary() -> dict[str, Any]:

@@ -25,16 +25,20 @@ from typing import Any
 from celery import current_app
 from celery.utils.nodenames import anon_nodename
 
+# What a message is sent for: (task name, effect id, queue); queue "" is the task's route.
+type Outgoing = tuple[str, int, str]
+
 # The rest of a protocol-2 body after the arguments: no callbacks, errbacks, chain or chord.
 EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
 
 @cache
-def _template(task_name: str, pid: int) -> tuple[str, str]:
-    """(queue, message) for ``task_name``: the encoded message with %-placeholders for its ids
-    and its body. Per process, since Celery's ``origin`` header names the process."""
+def _template(task_name: str, queue: str, pid: int) -> tuple[str, str]:
+    """(queue, message) for ``task_name`` on ``queue`` (its route if empty): the encoded
+    message with %-placeholders for its ids and its body. Per process, since Celery's
+    ``origin`` header names the process."""
     app = current_app
-    queue = app.amqp.router.route({}, task_name)["queue"]
+    queue = queue or app.amqp.router.route({}, task_name)["queue"].name
     task = app.tasks[task_name]
     # No time limits in the message: the worker applies its own (EFFECT_TIME_LIMIT as the
     # worker read it), where Celery would copy the publisher's.
@@ -55,19 +59,19 @@ def _template(task_name: str, pid: int) -> tuple[str, str]:
         "properties": {
             **properties,
             "delivery_mode": 2,
-            "delivery_info": {"exchange": "", "routing_key": queue.name},
+            "delivery_info": {"exchange": "", "routing_key": queue},
             "priority": 0,
             "body_encoding": "base64",
             "delivery_tag": "%(id)s",
         },
     }
     encoded = json.dumps(message).replace("%", "%%").replace("%%(", "%(")
-    return queue.name, encoded
+    return queue, encoded
 
 
-def message(task_name: str, effect_id: int) -> tuple[str, bytes]:
+def message(task_name: str, effect_id: int, queue: str = "") -> tuple[str, bytes]:
     """The queue and the encoded message that runs ``task_name`` on effect ``effect_id``."""
-    queue, template = _template(task_name, os.getpid())
+    queue, template = _template(task_name, queue, os.getpid())
     body = json.dumps([[effect_id], {}, EMBED]).encode()
     values = {
         "id": str(uuid.uuid4()),
@@ -88,13 +92,13 @@ def client(pid: int) -> Any:
         return client
 
 
-def push(effects: Iterable[tuple[str, int]]) -> None:
-    """LPUSH the messages of ``(task name, effect id)`` pairs in one round trip.
+def push(effects: Iterable[Outgoing]) -> None:
+    """LPUSH the messages of ``(task name, effect id, queue)`` in one round trip.
 
     Raises what the broker connection raises; then any of them may or may not have arrived
     (the ledger's claim makes a second copy harmless).
     """
-    messages = [message(name, effect_id) for name, effect_id in effects]
+    messages = [message(*effect) for effect in effects]
     if not messages:
         return
     redis = client(os.getpid())

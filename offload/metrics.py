@@ -174,7 +174,8 @@ class LedgerCollector(Collector):
 
         yield GaugeMetricFamily(
             PREFIX + "oldest_pending_seconds",
-            "Age of the oldest pending effect (0 when none is pending).",
+            "Longest wait of a pending effect since it was due: recorded, or its retry or"
+            " run_after time come (0 when none is pending and due).",
             value=ledger.oldest_pending_seconds(),
         )
         unpublished = Effect.objects.filter(
@@ -185,12 +186,16 @@ class LedgerCollector(Collector):
             "Pending effects that never reached the broker (failed publishes awaiting the relay).",
             value=unpublished.count(),
         )
+        waiting = Effect.objects.filter(status=Effect.Status.PENDING, retry_at__isnull=False)
         yield GaugeMetricFamily(
             PREFIX + "effects_waiting_for_retry",
             "Pending effects whose last attempt failed, waiting for their retry time.",
-            value=Effect.objects.filter(
-                status=Effect.Status.PENDING, retry_at__isnull=False
-            ).count(),
+            value=waiting.filter(attempts__gt=0).count(),
+        )
+        yield GaugeMetricFamily(
+            PREFIX + "effects_scheduled",
+            "Pending effects never attempted, waiting for their time (django.tasks run_after).",
+            value=waiting.filter(attempts=0, retry_at__gt=timezone.now()).count(),
         )
         yield GaugeMetricFamily(
             PREFIX + "dead_letters",

@@ -23,8 +23,12 @@ class Effect(models.Model):
         SKIPPED = "skipped"
         DEAD = "dead"
 
-    task = models.CharField(max_length=100)
+    # The task's name: a Celery task's name, or a django.tasks task's module path.
+    task = models.CharField(max_length=200)
+    # What the task is called with. For a django.tasks task: {"args": [...], "kwargs": {...}}.
     args = models.JSONField(default=dict)
+    # The Celery queue its message goes to; empty: the task's route (CELERY_TASK_ROUTES).
+    queue = models.CharField(max_length=100, blank=True)
     # The user the effect concerns: what /api/me/effects and the activity page list.
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -39,6 +43,12 @@ class Effect(models.Model):
     key = models.CharField(max_length=64, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     last_error = models.TextField(blank=True)
+    # Every failed attempt's error: [{"exception_class_path", "traceback"}], oldest first.
+    errors = models.JSONField(default=list, blank=True)
+    # The worker of every attempt (Celery's node name), oldest first.
+    workers = models.JSONField(default=list, blank=True)
+    # What a django.tasks task returned (JSON), once done.
+    result = models.JSONField(null=True, blank=True)
     # Why a skipped effect did nothing.
     reason = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
@@ -50,8 +60,8 @@ class Effect(models.Model):
     # While running: until when the attempt's claim holds (renewed every third of the lease);
     # past it, the attempt's worker is gone and another may take the effect over.
     leased_until = models.DateTimeField(null=True, blank=True)
-    # While pending after a failed attempt: not before this time (the backoff); the relay
-    # publishes it then.
+    # While pending: not before this time (the backoff after a failed attempt, or a django.tasks
+    # task's run_after); the relay publishes it then.
     retry_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
@@ -78,20 +88,7 @@ class Effect(models.Model):
 
     @property
     def description(self) -> str:
-        """The task's description, a ``str.format`` template over the effect's arguments:
-        "Share email to {recipient}" reads "Share email to bob@example.com". A description
-        that is not such a template (a stray brace) reads as it is."""
+        """What its task says of it (EffectTask.describe): "Share email to bob@example.com"."""
         task = current_app.tasks.get(self.task)
-        text = getattr(task, "description", "") or self.task
-        args = self.args if isinstance(self.args, dict) else {}
-        try:
-            return text.format_map(_Arguments({k: v for k, v in args.items() if v is not None}))
-        except (ValueError, IndexError, AttributeError, KeyError):
-            return text
-
-
-class _Arguments(dict[str, object]):
-    """An effect's arguments for its description: one it lacks, or None, reads "unknown"."""
-
-    def __missing__(self, name: str) -> str:
-        return "unknown"
+        describe = getattr(task, "describe", None)
+        return describe(self.args if isinstance(self.args, dict) else {}) if describe else self.task

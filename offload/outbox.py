@@ -18,10 +18,10 @@ import hashlib
 import json
 import logging
 from contextvars import ContextVar
+from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from celery import Task
 from django.db import DatabaseError, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
@@ -29,6 +29,7 @@ from django.utils import timezone
 from . import messages
 from .ledger import current_claim
 from .log import log_step
+from .messages import Outgoing
 from .models import Effect
 
 if TYPE_CHECKING:
@@ -45,30 +46,51 @@ def offload(task: EffectTask, /, **kwargs: Any) -> Effect:
     the task says otherwise); an effect offloaded by a running effect (a follow-up) concerns
     the same user as its parent. Call it inside the transaction that makes the change.
     """
-    key = coalescing_key(task, kwargs) if task.coalesce else ""
+    key = coalescing_key(task.name, kwargs) if task.coalesce else ""
     if key and (twin := pending_twin(key)):
         return twin
+    return record(task.name, kwargs, user_id=user_of(task.user_arg, kwargs), key=key)
+
+
+def record(
+    task_name: str,
+    args: dict[str, Any],
+    *,
+    user_id: int | None,
+    key: str = "",
+    queue: str = "",
+    not_before: datetime | None = None,
+) -> Effect:
+    """Write the effect's row in the current transaction; publish it once that commits, or,
+    ``not_before`` a later time, leave it to the relay to publish then (the row waits in the
+    ledger, so a deferred effect survives any restart). ``queue``: the Celery queue, if not
+    the task's route."""
     now = timezone.now()
+    deferred = not_before is not None and not_before > now
     effect = Effect.objects.create(
-        task=task.name, args=kwargs, user_id=_user_of(task, kwargs), key=key,
-        created_at=now, published_at=now,
+        task=task_name, args=args, user_id=user_id, key=key, queue=queue, created_at=now,
+        published_at=None if deferred else now, retry_at=not_before,
     )  # fmt: skip
-    # robust: should anything in it raise all the same, Django logs it and the request goes on.
-    transaction.on_commit(partial(publish_new, task.name, effect.pk), robust=True)
+    if not deferred:
+        # robust: should anything in it raise all the same, Django logs it and the request
+        # goes on.
+        publish = partial(publish_new, (task_name, effect.pk, queue))
+        transaction.on_commit(publish, robust=True)
     return effect
 
 
-def _user_of(task: EffectTask, kwargs: dict[str, Any]) -> int | None:
-    if not task.user_arg:  # the task names no user
+def user_of(user_arg: str | None, kwargs: dict[str, Any]) -> int | None:
+    """The user an effect concerns: its ``user_arg`` argument, else a running parent's."""
+    if not user_arg:  # the task names no user
         return None
-    user: int | None = kwargs.get(task.user_arg)
+    user: int | None = kwargs.get(user_arg)
     if user is None and (parent := current_claim.get()):
         user = parent.user_id
     return user
 
 
-def coalescing_key(task: Task[..., Any], kwargs: dict[str, Any]) -> str:
-    payload = json.dumps([task.name, kwargs], sort_keys=True, separators=(",", ":"))
+def coalescing_key(task_name: str, args: Any) -> str:
+    payload = json.dumps([task_name, args], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -90,7 +112,7 @@ def pending_twin(key: str) -> Effect | None:
 
 # The effects committed during the current web request, published once its response is sent;
 # None outside a request (a worker, a command, a shell), where they are published at commit.
-_after_response: ContextVar[list[tuple[str, int]] | None] = ContextVar(
+_after_response: ContextVar[list[Outgoing] | None] = ContextVar(
     "offload_after_response", default=None
 )
 
@@ -112,20 +134,21 @@ def publish_after_response(**kwargs: Any) -> None:
             logger.exception("effects %s: publish after the response failed", held)
 
 
-def publish_new(task_name: str, effect_id: int) -> None:
+def publish_new(effect: Outgoing) -> None:
     """Publish an effect whose transaction committed: after the response in a web request,
     else now."""
     held = _after_response.get()
     if held is not None:
-        held.append((task_name, effect_id))
+        held.append(effect)
     else:
-        publish_all([(task_name, effect_id)])
+        publish_all([effect])
 
 
-def publish_all(effects: list[tuple[str, int]]) -> bool:
-    """Send ``(task name, effect id)`` pairs to the broker in one round trip. Nothing here may
-    fail the caller (the change is committed; a client that retried would be told it exists),
-    so a failure is logged and the effects are left to the relay.
+def publish_all(effects: list[Outgoing]) -> bool:
+    """Send the messages of effects ``(task name, effect id, queue)`` to the broker in one
+    round trip. Nothing here may fail the caller (the change is committed; a client that
+    retried would be told it exists), so a failure is logged and the effects are left to the
+    relay.
 
     No retry here: the request must stay fast while the broker is down, and the effects are
     safe in the ledger until the relay publishes them. Only the id travels: the worker reads
@@ -135,14 +158,14 @@ def publish_all(effects: list[tuple[str, int]]) -> bool:
     try:
         messages.push(effects)
     except Exception as exc:  # noqa: BLE001 - any broker error leaves the effects to the relay
-        for name, effect_id in effects:
+        for name, effect_id, _ in effects:
             log_step(
                 logger, logging.WARNING, effect=effect_id, task=name, step="publish_failed",
                 error=f"{type(exc).__name__}: {exc} (the relay will publish it)",
             )  # fmt: skip
-        _unpublished([effect_id for _, effect_id in effects])
+        _unpublished([effect_id for _, effect_id, _ in effects])
         return False
-    for name, effect_id in effects:
+    for name, effect_id, _ in effects:
         log_step(logger, logging.INFO, effect=effect_id, task=name, step="published")
     return True
 
@@ -165,8 +188,8 @@ def _unpublished(ids: list[int]) -> None:
 @transaction.atomic
 def replay(effects: QuerySet[Effect]) -> int:
     """Give dead letters a fresh set of attempts and publish them once this commits."""
-    ids = list(effects.filter(status=Effect.Status.DEAD).values_list("task", "pk"))
-    Effect.objects.filter(pk__in=[pk for _, pk in ids]).update(
+    ids = list(effects.filter(status=Effect.Status.DEAD).values_list("task", "pk", "queue"))
+    Effect.objects.filter(pk__in=[pk for _, pk, _ in ids]).update(
         status=Effect.Status.PENDING, attempts=0, finished_at=None, published_at=timezone.now()
     )
     transaction.on_commit(partial(publish_all, ids), robust=True)

@@ -76,14 +76,14 @@ def relay(channel: Any = None) -> int:
     due = due.filter(task__in=sorted(tasks))
     published, complete = 0, True
     # Each batch is a fresh query: what was published is no longer due.
-    while batch := list(due.values_list("task", "pk")[:BATCH]):
+    while batch := list(due.values_list("task", "pk", "queue")[:BATCH]):
         try:
             messages.push(batch)
         except Exception as exc:  # noqa: BLE001 - the broker failed: the next run goes on
             logger.warning("relay could not publish: %s: %s", type(exc).__name__, exc)
             complete = False
             break
-        mark_published([pk for _, pk in batch], now)
+        mark_published([pk for _, pk, _ in batch], now)
         published += len(batch)
     if everything and complete:
         channel.client.set(marker_key(), "1")
@@ -105,7 +105,11 @@ def mark_published(ids: list[int], at: datetime) -> None:
 
 
 def due_for_relay(
-    now: datetime, empty_queue_tasks: set[str], held: set[int], everything: bool = False
+    now: datetime,
+    empty_queues: set[str],
+    empty_queue_tasks: set[str],
+    held: set[int],
+    everything: bool = False,
 ) -> QuerySet[Effect]:
     """Effects whose message may never arrive, oldest first (see the module's docstring)."""
     pending = Q(status=Effect.Status.PENDING)
@@ -127,10 +131,15 @@ def due_for_relay(
             | Q(published_at__lt=now - conf.republish_after)
         )
     )
+    # Its queue: the one it was sent to, else its task's route.
+    queue_empty = Q(queue="", task__in=sorted(empty_queue_tasks)) | Q(
+        queue__in=sorted(empty_queues)
+    )
     lost = (
         pending
         & retry_due
-        & Q(published_at__lt=now - conf.republish_after, task__in=sorted(empty_queue_tasks))
+        & Q(published_at__lt=now - conf.republish_after)
+        & queue_empty
         & ~Q(pk__in=sorted(held))
     )
     return Effect.objects.filter(unpublished | abandoned | lost).order_by("created_at")
@@ -144,18 +153,18 @@ def effect_tasks() -> dict[str, str]:
     }  # fmt: skip
 
 
-def broker_state(channel: Any, tasks: dict[str, str]) -> tuple[set[str], set[int]]:
-    """The effect tasks whose queue has no message waiting, and the effects whose message a
-    worker holds unacknowledged (prefetched or running; a dead worker's come back after the
-    visibility timeout)."""
-    queues = sorted(set(tasks.values()))
+def broker_state(channel: Any, tasks: dict[str, str]) -> tuple[set[str], set[str], set[int]]:
+    """The queues with no message waiting (the effect tasks' and the app's), the effect tasks
+    whose queue is one of them, and the effects whose message a worker holds unacknowledged
+    (prefetched or running; a dead worker's come back after the visibility timeout)."""
+    queues = sorted(set(tasks.values()) | set(current_app.amqp.queues))
     with channel.client.pipeline(transaction=False) as pipe:
         for queue in queues:
             pipe.llen(queue)
         pipe.hvals(channel.unacked_key)
         *lengths, unacked = pipe.execute()
     empty = {queue for queue, length in zip(queues, lengths, strict=True) if not length}
-    return {name for name, queue in tasks.items() if queue in empty}, effect_ids(unacked)
+    return empty, {name for name, queue in tasks.items() if queue in empty}, effect_ids(unacked)
 
 
 def effect_ids(unacked: list[bytes]) -> set[int]:

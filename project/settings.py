@@ -349,6 +349,14 @@ EFFECT_QUEUES = ("emails", "files", "records")
 CELERY_TASK_DEFAULT_QUEUE = "records"
 CELERY_TASK_QUEUES = [Queue(name, Exchange(name), routing_key=name) for name in EFFECT_QUEUES]
 CELERY_TASK_ROUTES = {"send_*": {"queue": "emails"}, "delete_stored_file": {"queue": "files"}}
+# Django's Tasks API (django.tasks) on the same ledger and workers: `@task` + `.enqueue()`.
+# A task's queue_name is its Celery queue; "default" is the task's route above.
+TASKS = {
+    "default": {
+        "BACKEND": "offload.backends.LedgerBackend",
+        "QUEUES": ["default", *EFFECT_QUEUES],
+    }
+}
 # Task events cost a Redis publish each (2-3 per task, and a "sent" event per publish, which
 # took a publish from 0.38 to 0.66 ms here). They stay off unless someone watches: Flower turns
 # worker events on by itself while it runs (its --enable_events, on by default).
@@ -390,6 +398,8 @@ LOGGING = {
         "celery.app.trace": {"level": "WARNING"},
         # django-axes says four things at INFO about every sign-in; a failure is a WARNING.
         "axes": {"level": "WARNING"},
+        # Its started/finished lines repeat offload's own (effect=... step=...).
+        "django.tasks": {"level": "WARNING"},
     },
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False

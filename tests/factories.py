@@ -8,6 +8,8 @@ from django.core.files.base import ContentFile
 from notifications.models import Document
 
 PASSWORD = "a quiet harbour at dawn"
+# The welcome email's name in the ledger: a django.tasks task is named by its module path.
+WELCOME_TASK = "notifications.tasks.send_welcome_email"
 _numbers = itertools.count(1)
 
 

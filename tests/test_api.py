@@ -9,7 +9,7 @@ from notifications import effects
 from notifications.models import Document
 from offload.models import Effect
 from tests.client import upload_file
-from tests.factories import PASSWORD, make_document, make_user
+from tests.factories import PASSWORD, WELCOME_TASK, make_document, make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -38,7 +38,7 @@ def test_sign_up_creates_the_account_and_records_the_welcome_email(api):
     assert response.status_code == 201
     body = response.json()
     assert body == {"id": body["id"], "username": "bob", "email": "bob@example.com"}
-    assert Effect.objects.filter(task="send_welcome_email", user_id=body["id"]).exists()
+    assert Effect.objects.filter(task=WELCOME_TASK, user_id=body["id"]).exists()
 
 
 def test_sign_in_and_out(api):
@@ -94,7 +94,7 @@ def test_documents_upload_list_replace_share_delete(api, alice, media_root):
 
 def test_my_effects_are_listed_newest_first(api, alice):
     effects = api.get("/api/me/effects").json()
-    assert [e["task"] for e in effects] == ["record_login", "send_welcome_email"]
+    assert [e["task"] for e in effects] == ["record_login", WELCOME_TASK]
     assert set(effects[0]) == {"id", "task", "status", "attempts", "created_at", "finished_at"}
     assert effects[0]["status"] == "pending"
 
@@ -139,7 +139,7 @@ def test_closing_the_account(api, alice, media_root):
     assert Effect.objects.filter(task="send_account_closed_email").count() == 1
     assert Effect.objects.filter(task="delete_stored_file").count() == 1
     assert Effect.objects.filter(user_id=alice.pk).count() == 0, "the ledger kept its rows"
-    assert Effect.objects.filter(task="send_welcome_email").count() == 1
+    assert Effect.objects.filter(task=WELCOME_TASK).count() == 1
     assert api.get("/api/me").status_code == 401, "the session went with the account"
 
 

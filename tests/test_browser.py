@@ -85,7 +85,7 @@ def test_sign_up_shows_the_welcome_email_go_to_done_without_a_reload(page, smtp_
     shot(page, "signup")
     sign_up(page, "browser-ada")
     page.evaluate("window.stillTheSamePage = true")
-    welcome = page.locator('tr[data-task="send_welcome_email"]')
+    welcome = page.locator("tr[data-task=WELCOME_TASK]")
     first_seen = welcome.get_attribute("data-status")
     wait_for(lambda: welcome.get_attribute("data-status") == "done", what="the welcome email: done")
     assert page.evaluate("window.stillTheSamePage") is True, "the page was reloaded"

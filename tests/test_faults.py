@@ -42,7 +42,7 @@ from offload import metrics
 from offload.models import Effect
 from offload.relay import marker_key
 from tests.client import ApiClient
-from tests.factories import PASSWORD, make_document, make_user
+from tests.factories import PASSWORD, WELCOME_TASK, make_document, make_user
 from tests.scrape import Scrape
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -78,7 +78,7 @@ def all_emails(sink, prefix: str, expected: int):
     every welcome effect says done. Both, because a worker killed between the SMTP server's
     250 and its "done" leaves the email delivered and the effect running until its lease
     expires and another worker takes it over."""
-    rows = Effect.objects.filter(task="send_welcome_email", user__username__startswith=prefix)
+    rows = Effect.objects.filter(task=WELCOME_TASK, user__username__startswith=prefix)
 
     def done() -> bool:
         return len(emails_by_recipient(sink, prefix)) == expected and (
@@ -250,7 +250,7 @@ def test_a_worker_whose_event_loop_stands_still_still_enforces_the_hard_time_lim
     smtp_sink.delays["f7-hung@example.com"] = 9.5
     worker = start_worker(env, tmp_path / "worker.log", concurrency=1)
     try:
-        effect = Effect.objects.get(user=make_user("f7-hung"), task="send_welcome_email")
+        effect = Effect.objects.get(user=make_user("f7-hung"), task=WELCOME_TASK)
         wait_for(lambda: Effect.objects.get(pk=effect.pk).status == "running", what="running")
         started = time.monotonic()
         [child] = _children(worker)
@@ -285,7 +285,7 @@ def test_a_stale_attempt_back_after_a_takeover_settles_nothing(
     worker_a = start_worker(worker_env, tmp_path / "a.log", "a", 2)
     worker_b = None
     try:
-        effect = Effect.objects.get(user=make_user("f8-stale"), task="send_welcome_email")
+        effect = Effect.objects.get(user=make_user("f8-stale"), task=WELCOME_TASK)
         wait_for(lambda: Effect.objects.get(pk=effect.pk).status == "running", what="running")
         frozen = _children(worker_a)
         for pid in frozen:
@@ -627,7 +627,7 @@ def test_200_rolled_back_changes_trigger_nothing(
         rolled_back=rolled_back, effects_recorded=new_effects.exclude(user=sentinel).count(),
         emails_sent=len(stray_emails), files_deleted=sum(not f.exists() for f in files),
     )  # fmt: skip
-    assert list(new_effects.values_list("task", flat=True)) == ["send_welcome_email"]
+    assert list(new_effects.values_list("task", flat=True)) == [WELCOME_TASK]
     assert stray_emails == set()
     assert all(f.exists() for f in files)
 

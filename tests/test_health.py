@@ -17,7 +17,7 @@ from devtools.localredis import LocalRedis
 from devtools.processes import start_web, start_worker, wait_for
 from offload.models import Effect
 from tests.client import ApiClient
-from tests.factories import make_document, make_user
+from tests.factories import WELCOME_TASK, make_document, make_user
 from tests.scrape import Scrape
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -130,7 +130,7 @@ def scrape(stack) -> Scrape:
 
 
 def test_metrics_count_what_happened_and_keep_counting_past_the_prune(stack, smtp_sink):
-    welcome = {"task": "send_welcome_email"}
+    welcome = {"task": WELCOME_TASK}
     done = {**welcome, "outcome": "done"}
     before = scrape(stack)
     assert all(name.startswith("offload_") for name in before.families), list(before.families)
@@ -181,13 +181,11 @@ def test_the_worker_logs_one_json_line_per_step(stack):
         for line in stack["worker"].log().splitlines():
             if line.startswith("{") and '"effect"' in line:
                 lines.append(json.loads(line))
-        return [
-            e for e in lines if e["task"] == "send_welcome_email" and e["step"] == "done"
-        ] and lines
+        return [e for e in lines if e["task"] == WELCOME_TASK and e["step"] == "done"] and lines
 
     lines = wait_for(effect_lines, what="the effect's log lines")
-    steps = [(line["task"], line["step"]) for line in lines if line["task"] == "send_welcome_email"]
-    assert steps == [("send_welcome_email", "started"), ("send_welcome_email", "done")]
+    steps = [(line["task"], line["step"]) for line in lines if line["task"] == WELCOME_TASK]
+    assert steps == [(WELCOME_TASK, "started"), (WELCOME_TASK, "done")]
     done = next(line for line in lines if line["step"] == "done")
     assert {"effect", "user", "attempt", "duration_ms", "time", "level"} <= set(done)
     log = stack["worker"].log()

@@ -12,7 +12,7 @@ from django.db.models.signals import post_save
 
 from notifications.apps import WELCOME_UID
 from offload.models import Effect
-from tests.factories import make_user
+from tests.factories import WELCOME_TASK, make_user
 
 pytestmark = pytest.mark.django_db
 User = get_user_model()
@@ -36,17 +36,17 @@ def test_it_imports_accounts_without_welcome_emails(tmp_path):
     ann = User.objects.get(username="ann")
     assert ann.email == "ann@example.com" and not ann.has_usable_password()
     assert User.objects.get(username="ben").email == "ben@example.com"
-    assert not Effect.objects.filter(task="send_welcome_email").exists()
+    assert not Effect.objects.filter(task=WELCOME_TASK).exists()
     assert welcome_connected(), "the receiver is back once the import is over"
     make_user("after")
-    assert Effect.objects.filter(task="send_welcome_email").count() == 1
+    assert Effect.objects.filter(task=WELCOME_TASK).count() == 1
 
 
 def test_with_welcome_each_new_account_is_greeted(tmp_path):
     csv = tmp_path / "users.csv"
     csv.write_text("email,username,team\nann@example.com,ann,red\n")  # any order, extras ignored
     run(csv, "--welcome")
-    [welcome] = Effect.objects.filter(task="send_welcome_email")
+    [welcome] = Effect.objects.filter(task=WELCOME_TASK)
     assert welcome.user.username == "ann"
 
 

@@ -16,7 +16,7 @@ from devtools.processes import ROOT, start_worker, wait_for
 from notifications import services
 from offload.models import Effect
 from tests.client import ApiClient, upload_file
-from tests.factories import PASSWORD, make_document
+from tests.factories import PASSWORD, WELCOME_TASK, make_document
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 ENDED = ("done", "skipped")
@@ -41,9 +41,7 @@ def test_sign_up_over_http_delivers_the_welcome_email(browser, smtp_sink):
     assert "Hello ada" in message.get_body(("html",)).get_content()
 
     assert browser.sign_in("ada").status_code == 200
-    welcome = wait_for(
-        lambda: [e for e in browser.effects("send_welcome_email") if e["status"] == "done"]
-    )
+    welcome = wait_for(lambda: [e for e in browser.effects(WELCOME_TASK) if e["status"] == "done"])
     assert welcome[0]["attempts"] == 1
     assert response.json()["id"]
 
@@ -203,7 +201,7 @@ def test_closing_an_account_says_goodbye_and_removes_each_file_once(
     deletions = [e for e in everything() if e.task == "delete_stored_file"]
     assert sorted(e.args["name"] for e in deletions) == sorted(f.json()["file"] for f in files)
     assert all(e.status == "done" and e.attempts == 1 and e.user_id is None for e in deletions)
-    assert {e["task"] for e in other.effects()} == {"send_welcome_email", "record_login"}
+    assert {e["task"] for e in other.effects()} == {WELCOME_TASK, "record_login"}
 
 
 def test_signing_out_records_when_the_session_ended(browser, live_server):
@@ -291,7 +289,7 @@ def test_a_command_in_a_second_terminal_finds_the_redis_that_make_run_started(wo
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert created.returncode == 0, created.stderr
-        welcome = Effect.objects.filter(task="send_welcome_email", user__username="second-terminal")
+        welcome = Effect.objects.filter(task=WELCOME_TASK, user__username="second-terminal")
         wait_for(lambda: welcome.filter(status="done").exists(), timeout=10, what="the welcome")
     finally:
         worker.stop()

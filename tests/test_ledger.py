@@ -14,7 +14,7 @@ from devtools.processes import wait_for
 from notifications import tasks
 from offload import ledger
 from offload.models import Effect
-from tests.factories import make_document, make_user
+from tests.factories import WELCOME_TASK, make_document, make_user
 from tests.postgres import backend_pid, waiting_on_a_lock
 
 pytestmark = [pytest.mark.django_db, pytest.mark.ledger]
@@ -110,6 +110,19 @@ def test_status_shows_counts_and_the_oldest_pending():
     assert "oldest pending: 9" in out
 
 
+def test_the_oldest_pending_counts_from_when_each_effect_was_due():
+    now = timezone.now()
+    long_ago = now - timedelta(hours=2)
+    # Scheduled an hour ahead (a django.tasks run_after): not late, whatever its age.
+    Effect.objects.create(task="later", created_at=long_ago, retry_at=now + timedelta(hours=1))
+    assert ledger.oldest_pending_seconds() == 0
+    # Its retry due 30 s ago: late by 30 s, not by the two hours since it was recorded.
+    Effect.objects.create(task="retry", created_at=long_ago, retry_at=now - timedelta(seconds=30))
+    assert 30 <= ledger.oldest_pending_seconds() < 40
+    Effect.objects.create(task="new", created_at=now - timedelta(seconds=90))
+    assert 90 <= ledger.oldest_pending_seconds() < 100
+
+
 @pytest.mark.postgresql
 @pytest.mark.django_db(transaction=True)
 def test_a_coalesced_effect_cannot_be_claimed_before_the_change_commits():
@@ -152,7 +165,7 @@ def test_on_postgresql_only_the_claims_own_commit_skips_the_wal_flush():
         pytest.skip("synchronous_commit: PostgreSQL only (run with DATABASE_URL=postgres://...)")
     make_user()
     make_user()
-    first, second = Effect.objects.filter(task="send_welcome_email").order_by("pk")
+    first, second = Effect.objects.filter(task=WELCOME_TASK).order_by("pk")
 
     def synchronous_commit() -> str:
         with connection.cursor() as cursor:
@@ -161,7 +174,7 @@ def test_on_postgresql_only_the_claims_own_commit_skips_the_wal_flush():
 
     def claim_sql(effect) -> str:
         with CaptureQueriesContext(connection) as queries:
-            assert ledger.claim(effect.pk, "send_welcome_email").attempt == 1
+            assert ledger.claim(effect.pk, WELCOME_TASK).attempt == 1
         [sql] = [q["sql"] for q in queries if q["sql"].lstrip().startswith("UPDATE")]
         return sql
 

@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from notifications.models import Document
 from offload.models import Effect
-from tests.factories import PASSWORD, make_document, make_user
+from tests.factories import PASSWORD, WELCOME_TASK, make_document, make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -44,8 +44,8 @@ def test_signing_up_on_the_page_signs_in_and_queues_the_welcome_email(client):
     )
     assert response.status_code == 302 and response.url == "/activity/"
     user = get_user_model().objects.get(username="pat")
-    assert tasks_of(user) == ["send_welcome_email", "record_login"]
-    assert "send_welcome_email" in client.get("/activity/").content.decode()
+    assert tasks_of(user) == [WELCOME_TASK, "record_login"]
+    assert WELCOME_TASK in client.get("/activity/").content.decode()
 
 
 def test_a_bad_sign_up_shows_the_error_next_to_the_field(client):

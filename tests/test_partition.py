@@ -27,6 +27,7 @@ from devtools.localredis import LocalRedis, free_port
 from devtools.processes import ROOT, start_web, start_worker, wait_for
 from tests.client import ApiClient
 from tests.conftest import SmtpSink
+from tests.factories import WELCOME_TASK
 
 pytestmark = pytest.mark.partition
 
@@ -80,7 +81,7 @@ class Site:
 
         def done() -> bool:
             rows = self.effects(prefix)
-            welcomes = sum(1 for row in rows if row[1] == "send_welcome_email")
+            welcomes = sum(1 for row in rows if row[1] == WELCOME_TASK)
             return welcomes == users and all(row[2] == "done" for row in rows)
 
         def diagnose() -> str:

@@ -19,7 +19,7 @@ from notifications import services
 from notifications.models import Document, Profile
 from notifications.signals import document_shared
 from offload.models import Effect
-from tests.factories import make_document, make_user
+from tests.factories import WELCOME_TASK, make_document, make_user
 from tests.postgres import backend_pid, waiting_on_a_lock
 
 pytestmark = pytest.mark.django_db
@@ -33,18 +33,18 @@ def effects(task=None):
 def test_it_records_a_welcome_email_for_a_new_user(django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks() as callbacks:
         user = make_user("ada")
-    [effect] = effects("send_welcome_email")
-    assert effect.args == {"user_id": user.pk}
+    [effect] = effects(WELCOME_TASK)
+    assert effect.args == {"args": [], "kwargs": {"user_id": user.pk}}
     assert effect.user_id == user.pk
     assert effect.status == Effect.Status.PENDING
-    assert len(callbacks) == 1
+    assert len(callbacks) == 2  # the publish, and Django's task_enqueued signal
 
 
 def test_it_does_not_welcome_a_user_again_on_update():
     user = make_user()
     user.first_name = "Ada"
     user.save()
-    assert len(effects("send_welcome_email")) == 1
+    assert len(effects(WELCOME_TASK)) == 1
 
 
 def test_it_publishes_only_the_effect_id_and_only_after_commit(
@@ -58,8 +58,8 @@ def test_it_publishes_only_the_effect_id_and_only_after_commit(
         callback()
     [raw] = broker.lrange("emails", 0, -1)
     message = json.loads(raw)
-    [effect] = effects("send_welcome_email")
-    assert message["headers"]["task"] == "send_welcome_email"
+    [effect] = effects(WELCOME_TASK)
+    assert message["headers"]["task"] == WELCOME_TASK
     body = json.loads(base64.b64decode(message["body"]))
     assert body[0] == [effect.pk]  # positional args: the id, nothing else
     assert user.email not in json.dumps(message)
@@ -76,7 +76,7 @@ def test_in_a_web_request_it_publishes_once_the_response_is_sent(broker):
     status, response = InProcessServer().post("/api/users", body)  # the client has it
 
     assert status == 201, response.content
-    [effect] = effects("send_welcome_email")
+    [effect] = effects(WELCOME_TASK)
     assert broker.llen("emails") == 0, "published before the response was sent"
     response.close()
     assert broker.effect_ids("emails") == [effect.pk]
@@ -261,14 +261,15 @@ def test_a_sign_in_gives_its_session_an_id_that_the_sign_out_records(client):
     assert client.session.session_key not in json.dumps(login.args)
 
     client.post("/logout/")
-    [logout] = effects("record_logout")
-    assert logout.args == {"user_id": user.pk, "sign_in": sign_in, "at": logout.args["at"]}
+    [logout] = effects("notifications.tasks.record_logout")
+    at = logout.args["kwargs"]["at"]
+    assert logout.args == {"args": [], "kwargs": {"user_id": user.pk, "sign_in": sign_in, "at": at}}
     assert logout.user_id == user.pk
 
 
 def test_signing_out_without_a_sign_in_records_nothing():
     user_logged_out.send(sender=None, request=RequestFactory().post("/"), user=None)
-    assert effects("record_logout") == []
+    assert effects("notifications.tasks.record_logout") == []
 
 
 def test_sharing_a_document_emails_the_recipient():
@@ -323,7 +324,7 @@ def test_nothing_after_the_commit_fails_the_request(
     response = api.sign_up("after-commit")
 
     assert response.status_code == 201, response.content
-    [effect] = effects("send_welcome_email")
+    [effect] = effects(WELCOME_TASK)
     assert effect.status == "pending"
     assert (effect.published_at is not None) == published
     error = {"broker-refused": "Connection refused", "database-locked": "database is locked"}

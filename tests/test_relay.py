@@ -14,7 +14,7 @@ from notifications import tasks
 from offload import relay
 from offload.conf import conf
 from offload.models import Effect
-from tests.factories import make_user
+from tests.factories import WELCOME_TASK, make_user
 
 pytestmark = [pytest.mark.django_db, pytest.mark.ledger]
 
@@ -29,7 +29,7 @@ def welcome() -> Effect:
     ``published_at``; here the publish after commit never ran)."""
     make_user()
     Effect.objects.update(published_at=None)
-    return Effect.objects.get(task="send_welcome_email")
+    return Effect.objects.get(task=WELCOME_TASK)
 
 
 def test_it_publishes_what_the_broker_never_had_after_the_grace(broker, welcome):
@@ -80,7 +80,7 @@ def test_it_publishes_an_effect_whose_process_died_before_its_publish(broker):
     """offload() records the row with published_at set, for the publish that follows the
     commit; a process killed in between never sends it, and the relay finds it as lost."""
     make_user()
-    effect = Effect.objects.get(task="send_welcome_email")
+    effect = Effect.objects.get(task=WELCOME_TASK)
     assert effect.published_at == effect.created_at
     assert relay.relay() == 0, "not before EFFECT_REPUBLISH_AFTER"
 

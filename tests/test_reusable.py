@@ -10,11 +10,7 @@ never mixed with the sample's.
 import base64
 import json
 import os
-import sqlite3
-import subprocess
-import sys
 import textwrap
-from contextlib import closing
 from pathlib import Path
 
 import grimp
@@ -22,7 +18,9 @@ import pytest
 import redis
 from django.conf import settings
 
-from devtools.processes import ROOT, Service, wait_for
+from devtools.processes import Service, wait_for
+from tests import subprojects
+from tests.subprojects import django
 
 # Celery's default queue: the sample routes nothing, so its effects travel on this one.
 SAMPLE_QUEUE = "celery"
@@ -73,30 +71,12 @@ def sample_queue():
     client.close()
 
 
-def django(env: dict, *args: str) -> str:
-    """Run `python -m django ARGS` in the sample project; its standard output."""
-    done = subprocess.run(
-        [sys.executable, "-m", "django", *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert done.returncode == 0, f"django {args[0]} failed:\n{done.stdout}\n{done.stderr}"
-    return done.stdout
-
-
 def query(env: dict, sql: str, *params) -> list[tuple]:
-    """Read the sample's database directly, read-only (this process has no sample settings)."""
-    uri = f"file:{env['SAMPLE_DATABASE']}?mode=ro"
-    with closing(sqlite3.connect(uri, uri=True, timeout=20)) as db:
-        return db.execute(sql, params).fetchall()
+    return subprojects.query(env["SAMPLE_DATABASE"], sql, *params)
 
 
 def start_sample_worker(env: dict, log_path: Path) -> Service:
-    argv = [
-        sys.executable, "-m", "celery", "-A", "tests.sample", "worker",
-        "--without-mingle", "--without-gossip", "--concurrency=1", "-Q", SAMPLE_QUEUE,
-        "-n", f"sample-{os.getpid()}@%h", "--loglevel=INFO",
-    ]  # fmt: skip
-    return Service(argv, env, log_path, lambda s: b" ready." in s.log_path.read_bytes()).start()
+    return subprojects.start_worker("tests.sample", env, log_path, SAMPLE_QUEUE, "sample")
 
 
 @pytest.mark.integration
