@@ -13,7 +13,7 @@ from django.core import mail
 
 from devtools.processes import ROOT, wait_for
 from notifications.models import Document, FailedLogin
-from tests.factories import PASSWORD, make_document, make_user
+from tests.factories import PASSWORD, WELCOME_TASK, make_document, make_user
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = Path(os.environ.get("SCREENSHOT_DIR", ROOT / "var" / "screenshots"))
@@ -85,7 +85,7 @@ def test_sign_up_shows_the_welcome_email_go_to_done_without_a_reload(page, smtp_
     shot(page, "signup")
     sign_up(page, "browser-ada")
     page.evaluate("window.stillTheSamePage = true")
-    welcome = page.locator("tr[data-task=WELCOME_TASK]")
+    welcome = page.locator(f'tr[data-task="{WELCOME_TASK}"]')
     first_seen = welcome.get_attribute("data-status")
     wait_for(lambda: welcome.get_attribute("data-status") == "done", what="the welcome email: done")
     assert page.evaluate("window.stillTheSamePage") is True, "the page was reloaded"
