@@ -9,3 +9,5 @@ MAILERS = {"default": {"BACKEND": "django.core.mail.backends.locmem.EmailBackend
 # The benchmark signs up hundreds of users from 127.0.0.1: production's abuse limits would
 # refuse all but the first 20 (and measure the limit, not the offloading).
 RATE_LIMITS = {name: dict.fromkeys(per, 0) for name, per in RATE_LIMITS.items()}  # noqa: F405
+# Its tasks (bench/tasks.py, not an app's tasks.py): what its workers import.
+CELERY_IMPORTS = ["bench.tasks"]

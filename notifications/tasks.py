@@ -23,7 +23,7 @@ from offload.mail import send
 from . import effects
 
 
-@task(queue_name="emails", description="Welcome email")
+@task(queue_name="emails", user_arg="user_id", description="Welcome email")
 def send_welcome_email(user_id: int) -> None:
     send(effects.welcome_email(user_id))
 
@@ -37,7 +37,7 @@ def record_login(user_id: int, ip: str | None, user_agent: str, at: str, sign_in
         send_new_sign_in_email.offload(login_id=login.pk)
 
 
-@task(queue_name="records", description="Sign-out recorded", atomic=True)
+@task(queue_name="records", user_arg="user_id", description="Sign-out recorded", atomic=True)
 def record_logout(user_id: int, sign_in: str, at: str) -> None:
     effects.record_logout(user_id, sign_in, at)
 

@@ -4,7 +4,7 @@
 
     from django.tasks import task
 
-    @task
+    @task(user_arg="user_id")
     def send_welcome_email(user_id: int) -> None: ...
 
     send_welcome_email.enqueue(user_id=user.pk)   # in the transaction that made the user
@@ -14,13 +14,16 @@ commits, as ``offload()`` does: a rolled-back transaction runs nothing, and a pr
 dies after the commit loses nothing (the relay publishes it). A worker runs the task under the
 ledger's claim, lease, retries and dead letter; ``get_result()`` reads the row.
 
-Each task becomes a Celery task named by its module path (registered when the task is
-defined: put tasks in an app's ``tasks.py``, which Celery's autodiscovery imports in the
-worker), so Flower, /metrics and the admin show it like any other effect.
+Each task becomes a Celery task of its own, named by its module path and registered when the
+task is defined, so Flower, /metrics and the admin show it like any other effect, and a
+message can only run the task its effect names. A worker must therefore import the module:
+put tasks in an app's ``tasks.py`` (Celery's autodiscovery imports it) or list the module in
+CELERY_IMPORTS; ``manage.py check`` warns of a task that is in neither.
 
 Keyword arguments of ``@task`` for what ``django.tasks`` cannot say (the defaults in brackets):
-``user_arg`` ["user_id"], ``description`` [the docstring's first line], ``atomic`` [False],
-``coalesce`` [False], ``max_attempts``, ``backoff``, ``backoff_max`` [the backend's OPTIONS
+``user_arg`` [None: the argument naming the user the effect concerns], ``description`` [the
+docstring's first line], ``atomic`` [False], ``coalesce`` [False], ``permanent_errors``
+[EffectTask's], ``max_attempts``, ``backoff``, ``backoff_max`` [the backend's OPTIONS
 MAX_ATTEMPTS, BACKOFF and BACKOFF_MAX, else the EFFECT_* settings]. EffectTask says what each
 means.
 """
@@ -34,13 +37,14 @@ from functools import partial
 from typing import Any, ParamSpec, TypeVar
 
 from celery import current_app, shared_task
+from django.apps import apps
 from django.core.checks import CheckMessage
 from django.core.checks import Warning as CheckWarning
 from django.db import DatabaseError, transaction
 from django.tasks import DEFAULT_TASK_QUEUE_NAME, Task, TaskContext, TaskResult, TaskResultStatus
 from django.tasks.backends.base import BaseTaskBackend
 from django.tasks.base import TaskError
-from django.tasks.exceptions import InvalidTaskBackend, TaskResultDoesNotExist
+from django.tasks.exceptions import InvalidTask, InvalidTaskBackend, TaskResultDoesNotExist
 from django.tasks.signals import task_enqueued, task_finished, task_started
 from django.utils.json import normalize_json
 from django.utils.module_loading import import_string
@@ -55,11 +59,13 @@ logger = logging.getLogger(__name__)
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
-# What LedgerTask adds to a Task: the EffectTask options of its Celery task.
-EXTRAS = ("user_arg", "atomic", "coalesce", "max_attempts", "backoff", "backoff_max")
+# The backend's OPTIONS, each the default of an EffectTask option for its tasks.
+RETRY_OPTIONS = {
+    "MAX_ATTEMPTS": "max_attempts", "BACKOFF": "backoff", "BACKOFF_MAX": "backoff_max"
+}  # fmt: skip
 
-# The backend's OPTIONS: the retry policy of its tasks (a task's own @task arguments win).
-OPTIONS = {"MAX_ATTEMPTS": "max_attempts", "BACKOFF": "backoff", "BACKOFF_MAX": "backoff_max"}
+# What LedgerTask adds to a Task: options of its Celery task (an EffectTask).
+EXTRAS = ("user_arg", "atomic", "coalesce", "permanent_errors", *RETRY_OPTIONS.values())
 
 STATUSES = {
     Effect.Status.PENDING: TaskResultStatus.READY,  # new, or waiting for its retry
@@ -69,15 +75,23 @@ STATUSES = {
     Effect.Status.DEAD: TaskResultStatus.FAILED,  # after its last attempt
 }
 
+# The steps of an attempt that end its effect: SUCCESSFUL or FAILED.
+FINISHED = frozenset({"done", "skipped", "dead"})
+
+# The Celery task of each django.tasks task, by module path: one, however many times the task
+# is made again (Task.using() makes a copy, and validates it).
+_registered: dict[str, Any] = {}
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LedgerTask(Task):  # type: ignore[type-arg]  # generic only in django-stubs
     """A ``django.tasks`` Task with offload's options (the backend's ``task_class``)."""
 
-    user_arg: str | None = "user_id"
+    user_arg: str | None = None
     description: str = ""
     atomic: bool = False
     coalesce: bool = False
+    permanent_errors: tuple[type[Exception], ...] | None = None
     max_attempts: int | None = None
     backoff: int | None = None
     backoff_max: int | None = None
@@ -108,16 +122,13 @@ class TaskEffect(EffectTask):
         return step
 
 
-# The steps that end an effect: SUCCESSFUL or FAILED.
-FINISHED = frozenset({"done", "skipped", "dead"})
-
-
 def run_task(effect: TaskEffect, args: list[Any], kwargs: dict[str, Any]) -> Any:
     """The work of every TaskEffect: call the task, as Django's own backends do."""
     task = effect.django_task
     backend = task.get_backend()
     claim = current_claim.get()
-    assert claim is not None  # EffectTask set it
+    if claim is None:  # called outside EffectTask, which sets it
+        raise RuntimeError(f"{task.module_path} runs only from its effect's message")
     result = backend.get_result(str(claim.id))  # RUNNING, with this attempt's worker
     task_started.send_robust(type(backend), task_result=result)
     if task.takes_context:
@@ -132,43 +143,77 @@ class LedgerBackend(BaseTaskBackend):
     supports_defer = True  # run_after: the row waits in the ledger; the relay publishes it
     supports_async_task = True  # run by Django's async_to_sync in the worker
     supports_get_result = True
-    # Redis lists are first in, first out, and kombu's emulated priorities need a list per
-    # level and polling; an urgent task belongs on a queue of its own (queue_name).
+    # kombu's Redis transport emulates priorities with a list per step (0-9, lower first) read
+    # in order; Django's -100..100 would fold onto it, and every step would be a queue for
+    # the relay to watch. An urgent task belongs on a queue of its own (queue_name).
     supports_priority = False
 
     def __init__(self, alias: str, params: dict[str, Any]) -> None:
         super().__init__(alias, params)
-        if unknown := sorted(set(self.options) - set(OPTIONS)):
+        problems = [f"no {name}" for name in sorted(set(self.options) - set(RETRY_OPTIONS))]
+        problems += [
+            f"{name} must be a whole number of at least 1"
+            for name, value in self.options.items()
+            if name in RETRY_OPTIONS and not (type(value) is int and value >= 1)
+        ]
+        if problems:
             raise InvalidTaskBackend(
-                f"TASKS[{alias!r}]['OPTIONS'] has no {', '.join(unknown)}: it takes"
-                f" {', '.join(OPTIONS)}."
+                f"TASKS[{alias!r}]['OPTIONS']: {'; '.join(problems)} (it takes"
+                f" {', '.join(RETRY_OPTIONS)})."
             )
-        self.retry_policy = {OPTIONS[name]: value for name, value in self.options.items()}
+        self.retry_policy = {RETRY_OPTIONS[name]: value for name, value in self.options.items()}
 
     def validate_task(self, task: Task[..., Any]) -> None:
         """Django's checks, then the task's Celery task, for the worker to run it by."""
         super().validate_task(task)
-        self._celery_task(task)
+        name_length = Effect._meta.get_field("task").max_length or 0
+        if len(task.module_path) > name_length:
+            raise InvalidTask(f"A task's module path must be at most {name_length} characters.")
+        celery_task = _registered.get(task.module_path)
+        if celery_task is None:
+            _registered[task.module_path] = shared_task(  # type: ignore[no-untyped-call]
+                name=task.module_path,
+                base=TaskEffect,
+                bind=True,
+                django_task=task,
+                description=getattr(task, "description", "") or _first_line(task.func.__doc__),
+                **self.celery_options(task),
+            )(run_task)
+        elif celery_task.django_task.backend != task.backend:
+            raise InvalidTask(
+                f"{task.module_path} is run by the {celery_task.django_task.backend!r} backend;"
+                " a task has one backend."
+            )
+
+    def celery_options(self, task: Task[..., Any]) -> dict[str, Any]:
+        """The EffectTask options of ``task``'s Celery task: the task's own, else this
+        backend's OPTIONS (a plain Task has none: EffectTask's defaults)."""
+        options = {option: getattr(task, option) for option in EXTRAS if hasattr(task, option)}
+        options = {option: value for option, value in options.items() if value is not None}
+        options.setdefault("user_arg", None)  # a plain Task concerns no user
+        return {**self.retry_policy, **options}
 
     def enqueue(
         self, task: Task[_P, _R], args: list[Any], kwargs: dict[str, Any]
     ) -> TaskResult[_P, _R]:
         self.validate_task(task)
         stored = {"args": _json(list(args)), "kwargs": _json(dict(kwargs))}
-        key = coalescing_key(task.module_path, stored) if getattr(task, "coalesce", False) else ""
-        effect = (key and pending_twin(key)) or record(
+        # A deferred task never folds into a twin that would run before its time.
+        coalesce = getattr(task, "coalesce", False) and task.run_after is None
+        key = coalescing_key(task.module_path, stored) if coalesce else ""
+        if key and (twin := pending_twin(key)):
+            return self._result(task, twin)  # already enqueued, and announced
+        effect = record(
             task.module_path,
             stored,
-            user_id=user_of(getattr(task, "user_arg", "user_id"), stored["kwargs"]),
+            user_id=user_of(getattr(task, "user_arg", None), stored["kwargs"]),
             key=key,
             queue="" if task.queue_name == DEFAULT_TASK_QUEUE_NAME else task.queue_name,
             not_before=task.run_after,
         )
         result = self._result(task, effect)
         # Enqueued once it is in the ledger for good: never for a rolled-back transaction.
-        transaction.on_commit(
-            partial(task_enqueued.send_robust, type(self), task_result=result), robust=True
-        )
+        transaction.on_commit(partial(task_enqueued.send_robust, type(self), task_result=result))
         return result
 
     def get_result(self, result_id: str) -> TaskResult[..., Any]:
@@ -182,37 +227,30 @@ class LedgerBackend(BaseTaskBackend):
         return self._result(task, effect)
 
     def check(self, **kwargs: Any) -> list[CheckMessage]:
-        declared = set(current_app.amqp.queues)
-        unknown = sorted(self.queues - {DEFAULT_TASK_QUEUE_NAME} - declared)
-        if not unknown or not current_app.conf.task_queues:
-            return []
-        return [
-            CheckWarning(
-                f"TASKS[{self.alias!r}]['QUEUES'] names queues Celery does not declare:"
-                f" {', '.join(unknown)}.",
-                hint="Add them to CELERY_TASK_QUEUES, and start workers with -Q that reads them.",
-                id="offload.W002",
+        messages: list[CheckMessage] = []
+        undeclared = sorted(self.queues - {DEFAULT_TASK_QUEUE_NAME} - set(current_app.amqp.queues))
+        if undeclared:
+            messages.append(
+                CheckWarning(
+                    f"TASKS[{self.alias!r}]['QUEUES'] names queues Celery does not declare:"
+                    f" {', '.join(undeclared)}.",
+                    hint="Add them to CELERY_TASK_QUEUES, and start workers that read them (-Q).",
+                    id="offload.W002",
+                )
             )
-        ]
-
-    def _celery_task(self, task: Task[..., Any]) -> Any:
-        name = task.module_path
-        if name not in _registered:
-            # A LedgerTask's options; a plain Task's are EffectTask's defaults.
-            options = {option: getattr(task, option) for option in EXTRAS if hasattr(task, option)}
-            for option, value in self.retry_policy.items():  # where the task sets none
-                if options.get(option) is None:
-                    options[option] = value
-            description = getattr(task, "description", "") or _first_line(task.func.__doc__)
-            _registered[name] = shared_task(  # type: ignore[no-untyped-call]  # untyped
-                name=name,
-                base=TaskEffect,
-                bind=True,
-                django_task=task,
-                description=description,
-                **options,
-            )(run_task)
-        return _registered[name]
+        for name, celery_task in sorted(_registered.items()):
+            module = celery_task.django_task.func.__module__
+            if celery_task.django_task.backend == self.alias and not _worker_imports(module):
+                messages.append(
+                    CheckWarning(
+                        f"Task {name} is in {module}, which a Celery worker does not import:"
+                        " its effects would wait for a worker that knows it.",
+                        hint="Move it to an installed app's tasks.py, or add the module to"
+                        " CELERY_IMPORTS.",
+                        id="offload.W003",
+                    )
+                )
+        return messages
 
     def _task_named(self, name: str) -> Task[..., Any] | None:
         """The task of a ledger row, if it is one of this backend's."""
@@ -238,6 +276,7 @@ class LedgerBackend(BaseTaskBackend):
             id=str(effect.pk),
             status=STATUSES[Effect.Status(effect.status)],
             enqueued_at=effect.created_at,
+            # The ledger keeps when its latest attempt started.
             started_at=effect.started_at,
             finished_at=effect.finished_at,
             last_attempted_at=effect.started_at,
@@ -251,11 +290,6 @@ class LedgerBackend(BaseTaskBackend):
         return result
 
 
-# The Celery task of each django.tasks task, by module path: one, however many times the task
-# is made again (Task.using() makes a copy, and validates it).
-_registered: dict[str, Any] = {}
-
-
 def _json(value: Any) -> Any:
     """``value`` as JSON gives it back, or TypeError/ValueError (Django's rule for arguments
     and return values)."""
@@ -267,3 +301,12 @@ def _json(value: Any) -> Any:
 
 def _first_line(text: str | None) -> str:
     return (text or "").strip().split("\n", 1)[0]
+
+
+def _worker_imports(module: str) -> bool:
+    """Whether a Celery worker of this project imports ``module``: an installed app's tasks
+    module (autodiscovery), or one CELERY_IMPORTS or CELERY_INCLUDE names."""
+    conf = current_app.conf
+    listed = {*(conf.imports or ()), *(conf.include or ())}
+    discovered = {f"{app.name}.tasks" for app in apps.get_app_configs()}
+    return module in listed | discovered

@@ -92,6 +92,8 @@ class EffectTask(Task[..., Any]):
     coalesce = False
     # What people see on the activity page: a str.format template over the arguments.
     description = ""
+    # Errors no other attempt can fix: dead-lettered at once.
+    permanent_errors: tuple[type[Exception], ...] = PERMANENT_ERRORS
     # The retry policy; None: the EFFECT_* settings.
     max_attempts: int | None = None
     backoff: int | None = None
@@ -160,12 +162,10 @@ class EffectTask(Task[..., Any]):
             step = "skipped" if ledger.skip(claim, str(skipped)) else "lost"
             self._report(claim, step, started, reason=str(skipped))
             return step
-        except PERMANENT_ERRORS as exc:
-            return self._dead(claim, exc, started)
         except Exception as exc:  # noqa: BLE001 - any other error is worth another attempt
             if isinstance(exc, INTERRUPTIONS):
                 _discard_connection()  # it may be mid-query: settle on a new one
-            if claim.attempt >= max_attempts:
+            if isinstance(exc, self.permanent_errors) or claim.attempt >= max_attempts:
                 return self._dead(claim, exc, started)
             retry_at = timezone.now() + timedelta(seconds=self.retry_delay(claim.attempt))
             held = ledger.release(claim, Failure.of(exc), retry_at)

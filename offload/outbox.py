@@ -27,7 +27,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from . import messages
-from .ledger import current_claim
+from .ledger import current_claim, summarize
 from .log import log_step
 from .messages import Outgoing
 from .models import Effect
@@ -69,7 +69,7 @@ def record(
     deferred = not_before is not None and not_before > now
     effect = Effect.objects.create(
         task=task_name, args=args, user_id=user_id, key=key, queue=queue, created_at=now,
-        published_at=None if deferred else now, retry_at=not_before,
+        published_at=None if deferred else now, retry_at=not_before if deferred else None,
     )  # fmt: skip
     if not deferred:
         # robust: should anything in it raise all the same, Django logs it and the request
@@ -105,7 +105,7 @@ def pending_twin(key: str) -> Effect | None:
     with transaction.atomic(savepoint=False):
         return (
             Effect.objects.select_for_update(skip_locked=True)
-            .filter(key=key, status=Effect.Status.PENDING, attempts=0)
+            .filter(key=key, status=Effect.Status.PENDING, attempts=0, retry_at__isnull=True)
             .first()
         )
 
@@ -161,7 +161,7 @@ def publish_all(effects: list[Outgoing]) -> bool:
         for name, effect_id, _ in effects:
             log_step(
                 logger, logging.WARNING, effect=effect_id, task=name, step="publish_failed",
-                error=f"{type(exc).__name__}: {exc} (the relay will publish it)",
+                error=f"{summarize(exc)} (the relay will publish it)",
             )  # fmt: skip
         _unpublished([effect_id for _, effect_id, _ in effects])
         return False

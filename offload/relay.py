@@ -157,7 +157,11 @@ def broker_state(channel: Any, tasks: dict[str, str]) -> tuple[set[str], set[str
     """The queues with no message waiting (the effect tasks' and the app's), the effect tasks
     whose queue is one of them, and the effects whose message a worker holds unacknowledged
     (prefetched or running; a dead worker's come back after the visibility timeout)."""
-    queues = sorted(set(tasks.values()) | set(current_app.amqp.queues))
+    # A pending effect sent to a queue of its own (a django.tasks queue_name) counts too,
+    # declared or not.
+    named = Effect.objects.filter(status=Effect.Status.PENDING).exclude(queue="")
+    named_queues = set(named.values_list("queue", flat=True).distinct())
+    queues = sorted(set(tasks.values()) | set(current_app.amqp.queues) | named_queues)
     with channel.client.pipeline(transaction=False) as pipe:
         for queue in queues:
             pipe.llen(queue)

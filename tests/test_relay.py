@@ -90,6 +90,20 @@ def test_it_publishes_an_effect_whose_process_died_before_its_publish(broker):
     assert broker.effect_ids("emails") == [effect.pk]
 
 
+def test_an_effect_on_a_queue_of_its_own_is_published_again_there(broker, welcome):
+    """A django.tasks task's queue_name names its queue, which Celery need not declare."""
+    long_ago = timezone.now() - conf.republish_after - timedelta(seconds=1)
+    age(welcome, created_at=long_ago, published_at=long_ago, queue="urgent")
+    try:
+        broker.lpush("urgent", b"a message ahead of it")
+        assert relay.relay() == 0, "a backlog on its own queue"
+        broker.delete("urgent")
+        assert relay.relay() == 1, "lost from its own queue"
+        assert broker.effect_ids("urgent") == [welcome.pk] and broker.llen("emails") == 0
+    finally:
+        broker.delete("urgent")
+
+
 def test_a_backlog_is_never_published_again(broker, welcome):
     """An effect waiting behind others in its queue looks old, but its message is there."""
     long_ago = timezone.now() - conf.republish_after - timedelta(seconds=1)

@@ -18,7 +18,12 @@ from asgiref.sync import async_to_sync
 from celery import current_app
 from django.db import transaction
 from django.tasks import TaskResultStatus, default_task_backend, task, task_backends
-from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist, TaskResultMismatch
+from django.tasks.exceptions import (
+    InvalidTask,
+    InvalidTaskBackend,
+    TaskResultDoesNotExist,
+    TaskResultMismatch,
+)
 from django.tasks.signals import task_enqueued, task_finished, task_started
 from django.utils import timezone
 
@@ -67,9 +72,14 @@ def gone() -> None:
     raise Skip("the order was cancelled")
 
 
-@task(coalesce=True, user_arg=None)
+@task(coalesce=True)
 def recount(shop: str) -> None:
     pass
+
+
+@task(permanent_errors=())
+def parses(text: str) -> None:
+    raise ValueError(f"could not parse {text!r} (the upstream answered a 502 page)")
 
 
 def work(result) -> str:
@@ -268,10 +278,49 @@ def test_a_task_to_run_after_a_time_waits_in_the_ledger_until_then(broker):
     assert work(result) == "done"
 
 
-def test_coalescing_tasks_fold_a_second_request_into_the_pending_one():
+def test_a_run_after_already_past_is_published_at_once(broker):
+    result = add.using(run_after=timezone.now() - timedelta(hours=1)).enqueue(1, 1)
+    effect = Effect.objects.get(pk=int(result.id))
+    assert effect.published_at is not None and effect.retry_at is None
+    assert work(result) == "done"
+
+
+def test_coalescing_tasks_fold_a_second_request_into_the_pending_one(signals):
     first, second = recount.enqueue("s"), recount.enqueue("s")
     other = recount.enqueue("t")
     assert first.id == second.id != other.id
+    # A deferred request never folds into one that would run before its time, nor the
+    # other way round.
+    later = recount.using(run_after=timezone.now() + timedelta(hours=1)).enqueue("s")
+    assert later.id != first.id
+    assert recount.enqueue("u").id != later.id
+
+
+def test_a_tasks_own_retry_policy_wins_over_the_backends_options():
+    backend = LedgerBackend("default", {"OPTIONS": {"MAX_ATTEMPTS": 3, "BACKOFF": 7}})
+    assert backend.celery_options(flaky) == {
+        "max_attempts": 2, "backoff": 7, "user_arg": None, "atomic": False, "coalesce": False
+    }  # fmt: skip
+    celery_task = current_app.tasks[flaky.module_path]
+    assert celery_task.max_attempts == 2 and celery_task.backoff is None  # no OPTIONS here
+
+
+@pytest.mark.parametrize(
+    "options, error",
+    [
+        ({"RETRIES": 3}, "no RETRIES"),
+        ({"MAX_ATTEMPTS": "5"}, "MAX_ATTEMPTS must be a whole number"),
+        ({"BACKOFF": 0}, "BACKOFF must be a whole number of at least 1"),
+    ],
+)
+def test_options_the_backend_does_not_take_are_refused(options, error):
+    with pytest.raises(InvalidTaskBackend, match=error):
+        LedgerBackend("default", {"OPTIONS": options})
+
+
+def test_a_task_can_say_which_errors_are_worth_another_attempt():
+    result = parses.enqueue("<html>")
+    assert work(result) == "retry"  # a ValueError, which by default dead-letters at once
 
 
 def test_a_result_is_found_only_for_a_task_of_this_backend():
