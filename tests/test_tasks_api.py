@@ -82,6 +82,23 @@ def shell(env: dict, code: str) -> dict:
     return json.loads(output.strip().splitlines()[-1])
 
 
+def create_order(env: dict, kind: str) -> tuple[int, int]:
+    """Create an order in the project's shell (its receiver enqueues process_order); the
+    order's id and its effect's."""
+    code = f"""
+        import json
+        from tests.tasksapi.models import Order
+        print(json.dumps({{"order": Order.objects.create(kind={kind!r}).pk}}))
+    """
+    order = shell(env, code)["order"]
+    [(effect,)] = subprojects.query(
+        env["TASKSAPI_DATABASE"],
+        "SELECT id FROM workers_effect WHERE json_extract(args, '$.kwargs.order_id') = ?",
+        order,
+    )
+    return order, effect
+
+
 def task_result(env: dict, result_id: int) -> dict:
     return shell(env, RESULT.format(result_id=result_id))
 
@@ -172,19 +189,7 @@ def test_enqueued_in_a_transaction_it_runs_once_after_the_commit_and_never_after
 
 @pytest.mark.integration
 def test_a_failing_task_is_failed_with_its_error_after_the_configured_attempts(project, worker):
-    order = shell(
-        project,
-        """
-        import json
-        from tests.tasksapi.models import Order
-        print(json.dumps({"order": Order.objects.create(kind="fail").pk}))
-        """,
-    )["order"]
-    [(effect,)] = subprojects.query(
-        project["TASKSAPI_DATABASE"],
-        "SELECT id FROM workers_effect WHERE json_extract(args, '$.kwargs.order_id') = ?",
-        order,
-    )
+    order, effect = create_order(project, "fail")
     wait_until(project, effect, "dead", worker)
 
     result = task_result(project, effect)
@@ -237,19 +242,7 @@ def test_a_task_whose_worker_is_sigkilled_finishes_on_another_worker(project, br
     first = subprojects.start_worker("tests.tasksapi", project, tmp_path / "a.log", QUEUE, "a")
     second = None
     try:
-        order = shell(
-            project,
-            """
-            import json
-            from tests.tasksapi.models import Order
-            print(json.dumps({"order": Order.objects.create(kind="slow").pk}))
-            """,
-        )["order"]
-        [(effect,)] = subprojects.query(
-            project["TASKSAPI_DATABASE"],
-            "SELECT id FROM workers_effect WHERE json_extract(args, '$.kwargs.order_id') = ?",
-            order,
-        )
+        order, effect = create_order(project, "slow")
         wait_until(project, effect, "running", first)
         first.kill()  # mid-task: no cleanup, no acknowledgement
         second = subprojects.start_worker("tests.tasksapi", project, tmp_path / "b.log", QUEUE, "b")
