@@ -32,6 +32,14 @@ class Claim:
     created_at: datetime
 
 
+# The end of a long traceback that is kept: where it was raised and what it said.
+TRACEBACK_LIMIT = 8000
+
+# The password of a URL (redis://:secret@host, postgres://user:secret@host/db) that an error
+# message may quote.
+_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s:/@]*:)[^\s@/]+@", re.IGNORECASE)
+
+
 @dataclass(frozen=True, slots=True)
 class Failure:
     """What an attempt's error leaves in the ledger: ``summary`` ("ValueError: bad id") as the
@@ -49,17 +57,9 @@ class Failure:
             summary=summarize(exc),
             record={
                 "exception_class_path": f"{kind.__module__}.{kind.__qualname__}",
-                # The end of a long one: where it was raised and what it said.
                 "traceback": trace[-TRACEBACK_LIMIT:],
             },
         )
-
-
-TRACEBACK_LIMIT = 8000
-
-# The password of a URL (redis://:secret@host, postgres://user:secret@host/db) that an error
-# message may quote.
-_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s:/@]*:)[^\s@/]+@", re.IGNORECASE)
 
 
 def masked(text: str) -> str:
