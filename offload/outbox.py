@@ -26,7 +26,7 @@ from django.db import DatabaseError, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from . import messages
+from . import ledger, messages
 from .ledger import current_claim, summarize
 from .log import log_step
 from .messages import Outgoing
@@ -67,10 +67,10 @@ def record(
     the task's route."""
     now = timezone.now()
     deferred = not_before is not None and not_before > now
-    effect = Effect.objects.create(
+    effect = ledger.insert(Effect(
         task=task_name, args=args, user_id=user_id, key=key, queue=queue, created_at=now,
         published_at=None if deferred else now, retry_at=not_before if deferred else None,
-    )  # fmt: skip
+    ))  # fmt: skip
     if not deferred:
         # robust: should anything in it raise all the same, Django logs it and the request
         # goes on.

@@ -38,6 +38,26 @@ def test_a_successful_publish_is_timed(django_capture_on_commit_callbacks, broke
     assert broker.effect_ids("records") == [effect.pk]
 
 
+def test_insert_writes_the_row_the_orm_would():
+    user = make_user()
+    fields = {
+        "task": "t",
+        "args": {"n": [1, "é"]},
+        "user_id": user.pk,
+        "created_at": timezone.now(),
+    }
+    by_orm = Effect.objects.create(**fields)
+    inserted = ledger.insert(Effect(**fields))
+
+    assert inserted.pk > by_orm.pk
+    assert not inserted._state.adding  # a later save() updates the row
+    columns = [field.attname for field in Effect._meta.concrete_fields if not field.primary_key]
+    stored = {row[0]: row[1:] for row in Effect.objects.values_list("pk", *columns)}
+    assert stored[inserted.pk] == stored[by_orm.pk]
+    inserted.refresh_from_db()  # and it reads back as the ORM's own
+    assert inserted.args == {"n": [1, "é"]}
+
+
 def test_refreshes_coalesce_while_one_is_pending_but_not_once_it_started():
     owner = make_user()
     for _ in range(3):
