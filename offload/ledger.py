@@ -88,7 +88,7 @@ def insert(effect: Effect) -> Effect:
 
     The ORM compiles its INSERT anew for every row, which cost as much as the rest of the
     write together: 0.57 -> 0.34 ms for a row in its own transaction on SQLite, 1.66 -> 1.40 ms
-    on PostgreSQL (docs/BENCHMARKS.md). That cost is paid in the request that offloads.
+    on PostgreSQL (bench/NOTES.md). That cost is paid in the request that offloads.
     """
     values = [
         field.get_db_prep_save(field.pre_save(effect, add=True), connection) for field in _COLUMNS
