@@ -58,12 +58,20 @@ def close_account(user: User) -> None:
     that table and the commit, which the foreign key then refuses (PostgreSQL). Nothing was
     deleted then: the deletion is tried again, and that try finds the row. Call it outside a
     transaction, since the foreign keys are checked at the commit.
+
+    Two closes of one account at once (a double submit) close it once: the one that finds the
+    account gone, or whose DELETE waited for the other's and then removed nothing, rolls back
+    the goodbye its pre_delete receiver had recorded.
     """
     pk = user.pk
     for attempt in range(1, CLOSE_ATTEMPTS + 1):
         try:
             with transaction.atomic():
-                User.objects.get(pk=pk).delete()
+                _, deleted = User.objects.get(pk=pk).delete()
+                if not deleted.get(User._meta.label):
+                    raise User.DoesNotExist  # another close deleted it first
+            return
+        except User.DoesNotExist:
             return
         except IntegrityError:
             if attempt == CLOSE_ATTEMPTS:

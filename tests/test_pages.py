@@ -169,13 +169,43 @@ def test_closing_the_account_asks_for_the_password(client, signed_in):
     assert client.get("/activity/").status_code == 302, "signed out"
 
 
+def test_after_an_account_closes_the_admin_and_other_users_see_a_sane_ledger(client, signed_in):
+    other = make_user("stays")
+    client.post("/account/close", {"password": PASSWORD})
+    closed = Effect.objects.filter(task="send_account_closed_email").get()
+    assert closed.user is None and closed.args["email"], "kept what the worker needs"
+
+    admin = make_user("admin-user")
+    admin.is_staff = admin.is_superuser = True
+    admin.save()
+    client.force_login(admin)
+    change = f"/admin/workers/effect/{closed.pk}/change/"
+    listing = client.get("/admin/workers/effect/?q=send_account_closed_email")
+    assert listing.status_code == 200 and change in listing.content.decode()
+    assert client.get(change).status_code == 200
+
+    client.force_login(other)
+    mine = client.get("/api/me/effects").json()
+    assert {effect["task"] for effect in mine} == {WELCOME_TASK, "record_login"}
+
+
 def test_the_activity_page_lists_sign_ins_with_their_end(client, signed_in):
     from notifications import effects
 
     [login] = Effect.objects.filter(task="record_login")
-    effects.record_login(**login.args)  # the worker's part
+    effects.record_login(**login.args)  # the workers' part, here and below
+    client.post("/logout/")
+    [logout] = Effect.objects.filter(task__endswith="record_logout")
+    ended = effects.record_logout(**logout.args["kwargs"])
+    client.force_login(signed_in)  # a second sign-in, not signed out of
+    effects.record_login(**Effect.objects.filter(task="record_login").latest("pk").args)
+
     html = client.get("/activity/live").content.decode()
     assert "Your sign-ins" in html and "record_logout" in html
+    newest, first = html.split("Your sign-ins")[1].split("<tbody>")[1].split("</tr>")[:2]
+    assert 'data-label="Signed out">—</td>' in newest
+    assert timezone.localtime(ended.ended_at).strftime("%Y-%m-%d %H:%M:%S") in first
+    assert f'data-label="Lasted">{ended.duration}</td>' in first
 
 
 def test_each_activity_row_names_what_it_is_about(client, signed_in):

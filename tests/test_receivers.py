@@ -372,3 +372,51 @@ def test_a_document_committed_while_the_account_closes_goes_with_it(media_root):
     names = [e.args["name"] for e in effects("delete_stored_file")]
     assert names == [late.file.name], "offloaded once, by the try that deleted it"
     assert len(effects("send_account_closed_email")) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_closing_an_account_that_is_already_gone_says_goodbye_once(media_root):
+    owner = make_user("twice")
+    make_document(owner, name="once.txt")
+    services.close_account(owner)
+    services.close_account(owner)  # a double submit, after the first one committed
+
+    assert not get_user_model().objects.filter(pk=owner.pk).exists()
+    assert len(effects("send_account_closed_email")) == 1
+    assert len(effects("delete_stored_file")) == 1
+
+
+@pytest.mark.postgresql
+@pytest.mark.django_db(transaction=True)
+def test_two_closes_at_once_say_goodbye_once(media_root):
+    """The second close reads the account before the first commits, then its DELETE waits for
+    the first's and removes nothing: it rolls back the goodbye it had recorded.
+
+    PostgreSQL only: SQLite lets one writer at a time, so the second finds the account gone."""
+    if connection.vendor != "postgresql":
+        pytest.skip("concurrent writers: PostgreSQL only (run with DATABASE_URL=postgres://...)")
+    owner = make_user("double")
+    make_document(owner, name="double.txt")
+    second_pid, errors = [], []
+
+    def close_again():
+        second_pid.append(backend_pid())
+        try:
+            services.close_account(owner)
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    second = threading.Thread(target=close_again)
+    with transaction.atomic():  # the first close, not yet committed
+        services.close_account(owner)
+        second.start()
+        wait_for(lambda: second_pid, what="the second close's connection")
+        wait_for(lambda: waiting_on_a_lock(second_pid[0]), what="the second close to wait")
+    second.join(timeout=20)
+
+    assert errors == []
+    assert not get_user_model().objects.filter(pk=owner.pk).exists()
+    assert len(effects("send_account_closed_email")) == 1
+    assert len(effects("delete_stored_file")) == 1
