@@ -235,8 +235,9 @@ class EffectTask(Task[..., Any]):
         exc: BaseException | None = None,
         reason: str | None = None,
     ) -> None:
-        """One log line per lifecycle step: started, then done, skipped, retry, dead or lost;
-        an attempt that ended (all but started and lost) is also counted for /metrics."""
+        """One log line per attempt, at its end: done, skipped, retry, dead or lost, with the
+        attempt's duration ("started" only at DEBUG). An attempt that ended (all but started
+        and lost) is also counted for /metrics."""
         seconds = time.perf_counter() - started
         if step in metrics.OUTCOMES:
             metrics.observe(claim, step, seconds)
@@ -252,7 +253,10 @@ class EffectTask(Task[..., Any]):
             fields["error"] = summarize(exc)
         if reason is not None:
             fields["reason"] = reason
-        level = logging.WARNING if exc is not None or step == "lost" else logging.INFO
+        if exc is not None or step == "lost":
+            level = logging.WARNING
+        else:
+            level = logging.DEBUG if step == "started" else logging.INFO
         log_step(logger, level, **fields)
 
 

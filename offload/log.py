@@ -6,6 +6,8 @@ from typing import Any
 
 
 def log_step(logger: logging.Logger, level: int, **fields: Any) -> None:
+    if not logger.isEnabledFor(level):
+        return
     message = " ".join(
         f"{name}=%({name})r" if isinstance(value, str) and " " in value else f"{name}=%({name})s"
         for name, value in fields.items()

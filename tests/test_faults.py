@@ -666,7 +666,7 @@ def test_a_poison_effect_is_dead_lettered_and_a_replay_runs_it_once(
         # Each worker process writes its counts every second: wait for the last of them.
         wait_for(lambda: counted() == expected, what="the attempts counted", diagnose=counted)
         runs = sum(
-            f"effect={effect.pk} " in line and "step=started" in line
+            f"effect={effect.pk} " in line and ("step=retry" in line or "step=dead" in line)
             for line in Path(worker.log_path).read_text().splitlines()
         )
 

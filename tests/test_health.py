@@ -173,7 +173,7 @@ def test_metrics_count_what_happened_and_keep_counting_past_the_prune(stack, smt
     )
 
 
-def test_the_worker_logs_one_json_line_per_step(stack):
+def test_the_worker_logs_one_json_line_per_effect(stack):
     assert ApiClient(stack["web"].url).sign_up("json-1").status_code == 201
 
     def effect_lines():
@@ -185,7 +185,7 @@ def test_the_worker_logs_one_json_line_per_step(stack):
 
     lines = wait_for(effect_lines, what="the effect's log lines")
     steps = [(line["task"], line["step"]) for line in lines if line["task"] == WELCOME_TASK]
-    assert steps == [(WELCOME_TASK, "started"), (WELCOME_TASK, "done")]
+    assert steps == [(WELCOME_TASK, "done")], "one line per attempt, at its end"
     done = next(line for line in lines if line["step"] == "done")
     assert {"effect", "user", "attempt", "duration_ms", "time", "level"} <= set(done)
     log = stack["worker"].log()
