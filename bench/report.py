@@ -136,7 +136,7 @@ variants alike, and every target is a ratio of two things measured side by side 
 
 Environment: {env["cores"]} cores, Python {env["python"]}, Redis {env["redis"]} (private, on loopback;
 PING round trip p50 {env["redis_rtt_us_p50"]} µs), `{env["platform"]}`. The benchmark logs at
-WARNING, the workers at INFO as they ship (a line per step of an effect; Celery's received and
+WARNING, the workers at INFO as they ship (a line per effect attempt; Celery's received and
 succeeded lines are off, for a bare task too). Password hashing MD5 (PBKDF2 would add ~260 ms to every
 sign-up and hide the overhead).
 
