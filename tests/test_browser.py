@@ -10,6 +10,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.sessions.models import Session
 from django.core import mail
+from playwright.sync_api import expect
 
 from devtools.processes import ROOT, wait_for
 from notifications.models import Document, FailedLogin
@@ -75,8 +76,8 @@ def sign_up(page, username: str) -> None:
 
 def test_the_landing_page_explains_each_action(page):
     page.goto("/")
-    assert page.get_by_role("heading", name="Django signals, offloaded to Celery").is_visible()
-    assert page.get_by_role("cell", name="custom document_shared").is_visible()
+    expect(page.get_by_role("heading", name="Django signals, offloaded to Celery")).to_be_visible()
+    expect(page.get_by_role("cell", name="custom document_shared")).to_be_visible()
     shot(page, "home")
 
 
@@ -104,7 +105,7 @@ def test_upload_replace_delete_update_counters_and_remove_files(page, media_root
     page.get_by_label("Title").fill("Plan")
     page.get_by_label("File", exact=True).set_input_files(str(first))
     page.get_by_role("button", name="Upload").click()
-    assert page.get_by_role("status").get_by_text("Uploaded “Plan”.").is_visible()
+    expect(page.get_by_role("status").get_by_text("Uploaded “Plan”.")).to_be_visible()
     stored = media_root / Document.objects.get(title="Plan").file.name
     assert stored.read_bytes() == b"first version"
     with page.expect_download() as download:  # the title is the owner's download link
@@ -125,10 +126,10 @@ def test_upload_replace_delete_update_counters_and_remove_files(page, media_root
     shot(page, "documents")
 
     page.get_by_role("link", name="Delete Plan").click()  # asks first
-    assert page.get_by_role("heading", name="Delete “Plan”?").is_visible()
+    expect(page.get_by_role("heading", name="Delete “Plan”?")).to_be_visible()
     shot(page, "delete")
     page.get_by_role("button", name="Delete").click()
-    assert page.get_by_role("status").get_by_text("Deleted “Plan”").is_visible()
+    expect(page.get_by_role("status").get_by_text("Deleted “Plan”")).to_be_visible()
     page.goto("/activity/")
     wait_for(lambda: page.locator("#document-count").inner_text() == "0", what="document count 0")
     assert not replaced.exists()
@@ -141,7 +142,7 @@ def test_a_wrong_password_shows_an_error_and_records_the_attempt(page):
     page.get_by_label("Username").fill(user.username)
     page.get_by_label("Password").fill("not the password")
     page.get_by_role("button", name="Log in").click()
-    assert page.get_by_text("Please enter a correct username and password").is_visible()
+    expect(page.get_by_text("Please enter a correct username and password")).to_be_visible()
     shot(page, "login-error")
     wait_for(lambda: FailedLogin.objects.filter(user=user).exists(), what="the failed attempt")
 
@@ -151,7 +152,9 @@ def test_change_the_address_then_close_the_account(page, smtp_sink):
     page.get_by_role("link", name="Account").click()
     page.get_by_label("Email").fill("cy@new.example")
     page.get_by_role("button", name="Change address").click()
-    assert page.get_by_role("status").get_by_text("Your address is now cy@new.example").is_visible()
+    expect(
+        page.get_by_role("status").get_by_text("Your address is now cy@new.example")
+    ).to_be_visible()
     wait_for(lambda: smtp_sink.to("cy@new.example"), what="the confirmation to the new address")
     wait_for(
         lambda: [m for m in smtp_sink.to("browser-cy@example.com") if "changed" in m["Subject"]],
@@ -162,8 +165,8 @@ def test_change_the_address_then_close_the_account(page, smtp_sink):
     page.get_by_role("link", name="Close my account…").click()
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Close my account").click()
-    assert page.get_by_role("status").get_by_text("Your account was closed").is_visible()
-    assert page.get_by_role("link", name="Log in").is_visible()
+    expect(page.get_by_role("status").get_by_text("Your account was closed")).to_be_visible()
+    expect(page.get_by_role("link", name="Log in")).to_be_visible()
     wait_for(
         lambda: [m for m in smtp_sink.to("cy@new.example") if "closed" in m["Subject"]],
         what="the goodbye email, to the address the account had last",
@@ -272,7 +275,7 @@ def test_a_live_page_whose_session_ended_goes_to_the_sign_in_page(page):
     page.wait_for_event("response", lambda r: "/activity/live" in r.url)
     Session.objects.all().delete()
     page.wait_for_url("**/login/?next=/activity/")
-    assert page.get_by_role("button", name="Log in").is_visible()
+    expect(page.get_by_role("button", name="Log in")).to_be_visible()
 
 
 def test_a_link_in_an_emails_html_opens_in_a_tab_of_its_own(page, settings, tmp_path):
