@@ -304,7 +304,7 @@ def throughput(n: int, broker: redis.Redis, work: Path) -> dict:
 
 
 # The benchmark's tasks, and the log level the workers ship with (Procfile, compose): one line
-# per step of an effect; Celery's received/succeeded lines are off (project/settings.py LOGGING).
+# per attempt of an effect; Celery's received/succeeded lines are off (project/settings.py).
 WORKER_ARGS = ("-I", "bench.tasks", "--loglevel=INFO")
 
 

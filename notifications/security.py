@@ -5,7 +5,7 @@ is checked; only the record of the failure and the alert email are offloaded.
 """
 
 from django.conf import settings
-from django.contrib.auth import authenticate
+from django.contrib.auth import authenticate, get_user_model
 from django.http import JsonResponse
 from django.shortcuts import render
 
@@ -56,8 +56,12 @@ def close_own_account(request, password: str) -> bool:
     locked out), and nothing is deleted.
 
     The session is flushed, not logout(): its user_logged_out would record a sign-out for a
-    sign-in record that the deletion has just removed.
+    sign-in record that the deletion has just removed. An account that another request (a
+    double submit) has just closed is closed: its password is not checked against nobody.
     """
+    if not get_user_model().objects.filter(pk=request.user.pk).exists():
+        request.session.flush()
+        return True
     if not password_confirmed(request, password):
         return False
     services.close_account(request.user)

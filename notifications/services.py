@@ -60,25 +60,32 @@ def close_account(user: User) -> None:
     transaction, since the foreign keys are checked at the commit.
 
     Two closes of one account at once (a double submit) close it once: the one that finds the
-    account gone, or whose DELETE waited for the other's and then removed nothing, rolls back
-    the goodbye its pre_delete receiver had recorded.
+    account gone returns, and the one whose DELETE waited for the other's and then removed
+    nothing rolls back the goodbye its pre_delete receiver had recorded.
     """
     pk = user.pk
     for attempt in range(1, CLOSE_ATTEMPTS + 1):
         try:
             with transaction.atomic():
-                _, deleted = User.objects.get(pk=pk).delete()
+                try:
+                    account = User.objects.get(pk=pk)
+                except User.DoesNotExist:
+                    return  # another close committed first
+                _, deleted = account.delete()
                 if not deleted.get(User._meta.label):
-                    raise User.DoesNotExist  # another close deleted it first
+                    raise _ClosedMeanwhile  # another close deleted it first: roll back ours
             return
-        except User.DoesNotExist:
+        except _ClosedMeanwhile:
             return
         except IntegrityError:
             if attempt == CLOSE_ATTEMPTS:
                 raise
 
 
-@transaction.atomic
+class _ClosedMeanwhile(Exception):
+    pass
+
+
 def request_password_reset(users) -> None:
     """One reset email per account (the form found them by address); the worker makes the link."""
     for user in users:

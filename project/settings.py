@@ -392,8 +392,8 @@ LOGGING = {
         "django.server": {"filters": ["access_lines"], "propagate": True},
         # A 4xx is in the access line already; 5xx (ERROR, with the traceback) still logs.
         "django.request": {"level": "ERROR"},
-        # One line per step of an effect is offload's (started, done...): Celery's received
-        # and succeeded lines would repeat each. Its warnings and errors still log.
+        # offload logs one line per attempt, at its end (done, retry...): Celery's received
+        # and succeeded lines would repeat it. Its warnings and errors still log.
         "celery.worker.strategy": {"level": "WARNING"},
         "celery.app.trace": {"level": "WARNING"},
         # django-axes says four things at INFO about every sign-in; a failure is a WARNING.

@@ -5,6 +5,7 @@ Tasks are called as functions here (no broker, no worker); the whole path with a
 in test_integration.py.
 """
 
+import logging
 import time
 from datetime import timedelta
 from types import SimpleNamespace
@@ -49,6 +50,22 @@ def test_an_effect_runs_once_and_a_repeated_message_is_a_no_op():
     assert (effect.status, effect.attempts) == (Effect.Status.DONE, 1)
     assert effect.started_at <= effect.finished_at
     assert [m.to for m in mail.outbox] == [[user.email]]
+
+
+def test_an_attempt_logs_one_info_line_at_its_end_and_its_start_only_at_debug(caplog):
+    make_user()
+    [effect] = Effect.objects.filter(task=WELCOME_TASK)
+
+    def steps(level):
+        return [
+            r.step for r in caplog.records
+            if r.name == "offload.base" and r.effect == effect.pk and r.levelno >= level
+        ]  # fmt: skip
+
+    with caplog.at_level(logging.DEBUG, logger="offload.base"):
+        assert run_welcome(effect.pk) == "done"
+    assert steps(logging.DEBUG) == ["started", "done"]
+    assert steps(logging.INFO) == ["done"]
 
 
 def test_a_message_that_is_not_an_effect_id_runs_nothing():

@@ -173,7 +173,7 @@ def test_metrics_count_what_happened_and_keep_counting_past_the_prune(stack, smt
     )
 
 
-def test_the_worker_logs_one_json_line_per_effect(stack):
+def test_the_worker_logs_one_json_line_per_attempt(stack):
     assert ApiClient(stack["web"].url).sign_up("json-1").status_code == 201
 
     def effect_lines():

@@ -204,7 +204,8 @@ def test_the_activity_page_lists_sign_ins_with_their_end(client, signed_in):
     assert "Your sign-ins" in html and "record_logout" in html
     newest, first = html.split("Your sign-ins")[1].split("<tbody>")[1].split("</tr>")[:2]
     assert 'data-label="Signed out">—</td>' in newest
-    assert timezone.localtime(ended.ended_at).strftime("%Y-%m-%d %H:%M:%S") in first
+    stamp = timezone.localtime(ended.ended_at).strftime("%Y-%m-%d %H:%M:%S")
+    assert f'data-label="Signed out">{stamp}</td>' in first
     assert f'data-label="Lasted">{ended.duration}</td>' in first
 
 

@@ -8,6 +8,7 @@ import threading
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
+from django.contrib.sessions.middleware import SessionMiddleware
 from django.core.files.base import ContentFile
 from django.core.management import call_command
 from django.db import connection, transaction
@@ -15,7 +16,7 @@ from django.test import RequestFactory
 
 from devtools.processes import wait_for
 from devtools.wsgi import InProcessServer
-from notifications import services
+from notifications import security, services
 from notifications.models import Document, Profile
 from notifications.signals import document_shared
 from offload.models import Effect
@@ -386,6 +387,19 @@ def test_closing_an_account_that_is_already_gone_says_goodbye_once(media_root):
     assert len(effects("delete_stored_file")) == 1
 
 
+@pytest.mark.django_db
+def test_a_second_submit_of_a_close_finds_the_account_closed_and_checks_no_password():
+    owner = make_user("resubmit")
+    request = RequestFactory().post("/api/me")
+    SessionMiddleware(lambda r: None).process_request(request)
+    request.user = owner  # loaded by the second request before the first one committed
+    services.close_account(owner)  # the first
+
+    assert security.close_own_account(request, "not the password")
+    assert not effects("record_failed_login"), "no failed sign-in for a closed account"
+    assert request.session.is_empty()
+
+
 @pytest.mark.postgresql
 @pytest.mark.django_db(transaction=True)
 def test_two_closes_at_once_say_goodbye_once(media_root):
@@ -416,7 +430,7 @@ def test_two_closes_at_once_say_goodbye_once(media_root):
         wait_for(lambda: waiting_on_a_lock(second_pid[0]), what="the second close to wait")
     second.join(timeout=20)
 
-    assert errors == []
+    assert not second.is_alive() and errors == []
     assert not get_user_model().objects.filter(pk=owner.pk).exists()
     assert len(effects("send_account_closed_email")) == 1
     assert len(effects("delete_stored_file")) == 1
