@@ -344,30 +344,13 @@ def test_a_document_committed_while_the_account_closes_goes_with_it(media_root):
         pytest.skip("concurrent writers: PostgreSQL only (run with DATABASE_URL=postgres://...)")
     owner = make_user("closing")
     Profile.objects.create(user=owner)
-    closer_pid, errors = [], []
-
-    def close_from_another_connection():
-        closer_pid.append(backend_pid())
-        try:
-            services.close_account(owner)
-        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    closer = threading.Thread(target=close_from_another_connection)
+    closer = Closer(owner)
     with transaction.atomic():  # another writer: holds the owner's profile, adds a document
         Profile.objects.select_for_update().get(user=owner)
         late = make_document(owner, name="late.txt")
-        closer.start()
-        wait_for(lambda: closer_pid, what="the closer's connection")
-        wait_for(
-            lambda: waiting_on_a_lock(closer_pid[0]),
-            what="the deletion to wait on the profile's row lock",
-        )
-    closer.join(timeout=20)
+        closer.start_and_wait("the deletion to wait on the profile's row lock")
 
-    assert errors == []
+    assert closer.finished(), closer.errors
     assert not get_user_model().objects.filter(pk=owner.pk).exists()
     assert not Document.objects.exists()
     names = [e.args["name"] for e in effects("delete_stored_file")]
@@ -411,26 +394,40 @@ def test_two_closes_at_once_say_goodbye_once(media_root):
         pytest.skip("concurrent writers: PostgreSQL only (run with DATABASE_URL=postgres://...)")
     owner = make_user("double")
     make_document(owner, name="double.txt")
-    second_pid, errors = [], []
-
-    def close_again():
-        second_pid.append(backend_pid())
-        try:
-            services.close_account(owner)
-        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    second = threading.Thread(target=close_again)
+    second = Closer(owner)
     with transaction.atomic():  # the first close, not yet committed
         services.close_account(owner)
-        second.start()
-        wait_for(lambda: second_pid, what="the second close's connection")
-        wait_for(lambda: waiting_on_a_lock(second_pid[0]), what="the second close to wait")
-    second.join(timeout=20)
+        second.start_and_wait("the second close to wait for the first")
 
-    assert not second.is_alive() and errors == []
+    assert second.finished(), second.errors
     assert not get_user_model().objects.filter(pk=owner.pk).exists()
     assert len(effects("send_account_closed_email")) == 1
     assert len(effects("delete_stored_file")) == 1
+
+
+class Closer(threading.Thread):
+    """services.close_account(user) on a database connection of its own, started while the test
+    holds a lock that its deletion must wait for (PostgreSQL)."""
+
+    def __init__(self, user) -> None:
+        super().__init__()
+        self.user, self.pid, self.errors = user, None, []
+
+    def run(self) -> None:
+        self.pid = backend_pid()
+        try:
+            services.close_account(self.user)
+        except Exception as exc:  # noqa: BLE001 - the test reports it
+            self.errors.append(exc)
+        finally:
+            connection.close()
+
+    def start_and_wait(self, what: str) -> None:
+        self.start()
+        wait_for(lambda: self.pid, what="the closer's connection")
+        wait_for(lambda: waiting_on_a_lock(self.pid), what=what)
+
+    def finished(self) -> bool:
+        """Whether the close ended without an error (its errors are in ``errors``)."""
+        self.join(timeout=20)
+        return not self.is_alive() and not self.errors
