@@ -86,6 +86,7 @@ class _ClosedMeanwhile(Exception):
     pass
 
 
+@transaction.atomic
 def request_password_reset(users) -> None:
     """One reset email per account (the form found them by address); the worker makes the link."""
     for user in users:
