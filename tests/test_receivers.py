@@ -375,6 +375,7 @@ def test_a_second_submit_of_a_close_finds_the_account_closed_and_checks_no_passw
     owner = make_user("resubmit")
     request = RequestFactory().post("/api/me")
     SessionMiddleware(lambda r: None).process_request(request)
+    request.session["signed_in_as"] = owner.pk  # what flush() must clear
     request.user = owner  # loaded by the second request before the first one committed
     services.close_account(owner)  # the first
 
